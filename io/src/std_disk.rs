@@ -1,0 +1,260 @@
+//! The real backend: `std::fs` with positional I/O, `fdatasync` and directory fsync.
+//! This module and the production binary are the only places allowed to touch the
+//! host file system (hence the scoped lint allowances).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use crate::disk::check_relative;
+use crate::{Disk, DynFile, File, IoError, IoResult};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A [`Disk`] rooted at a host directory. Every path is resolved below the root.
+#[derive(Debug, Clone)]
+pub struct StdDisk {
+    root: PathBuf,
+}
+
+impl StdDisk {
+    /// A disk whose paths are relative to `root` (which should exist).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StdDisk { root: root.into() }
+    }
+
+    /// The host directory this disk is rooted at.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn resolve(&self, path: &Path) -> IoResult<PathBuf> {
+        check_relative(path)?;
+        Ok(self.root.join(path))
+    }
+}
+
+#[derive(Debug)]
+struct StdFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl File for StdFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> IoResult<()> {
+        match self.file.read_exact_at(buf, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(IoError::UnexpectedEof {
+                    offset,
+                    len: buf.len() as u64,
+                    file_len: self.len().unwrap_or(0),
+                })
+            }
+            Err(e) => Err(IoError::from_std("read", &self.path, e)),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| IoError::from_std("write", &self.path, e))
+    }
+
+    fn sync_data(&self) -> IoResult<()> {
+        // fdatasync(2) on Linux.
+        self.file
+            .sync_data()
+            .map_err(|e| IoError::from_std("sync_data", &self.path, e))
+    }
+
+    fn set_len(&self, len: u64) -> IoResult<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| IoError::from_std("set_len", &self.path, e))
+    }
+
+    fn len(&self) -> IoResult<u64> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| IoError::from_std("stat", &self.path, e))?;
+        Ok(meta.len())
+    }
+}
+
+impl Disk for StdDisk {
+    fn create(&self, path: &Path) -> IoResult<DynFile> {
+        let full = self.resolve(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .map_err(|e| IoError::from_std("create", path, e))?;
+        Ok(Arc::new(StdFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open(&self, path: &Path) -> IoResult<DynFile> {
+        let full = self.resolve(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&full)
+            .map_err(|e| IoError::from_std("open", path, e))?;
+        if file
+            .metadata()
+            .map_err(|e| IoError::from_std("stat", path, e))?
+            .is_dir()
+        {
+            return Err(IoError::io(
+                "open",
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        Ok(Arc::new(StdFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
+        let (f, t) = (self.resolve(from)?, self.resolve(to)?);
+        std::fs::rename(f, t).map_err(|e| IoError::from_std("rename", from, e))
+    }
+
+    fn remove(&self, path: &Path) -> IoResult<()> {
+        let full = self.resolve(path)?;
+        let meta =
+            std::fs::symlink_metadata(&full).map_err(|e| IoError::from_std("stat", path, e))?;
+        if meta.is_dir() {
+            std::fs::remove_dir(&full).map_err(|e| IoError::from_std("remove_dir", path, e))
+        } else {
+            std::fs::remove_file(&full).map_err(|e| IoError::from_std("remove", path, e))
+        }
+    }
+
+    fn list(&self, dir: &Path) -> IoResult<Vec<String>> {
+        let full = self.resolve(dir)?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&full).map_err(|e| IoError::from_std("list", dir, e))? {
+            let entry = entry.map_err(|e| IoError::from_std("list", dir, e))?;
+            match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(raw) => {
+                    return Err(IoError::io(
+                        "list",
+                        format!("{}: non-UTF-8 name {raw:?}", dir.display()),
+                    ));
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> IoResult<()> {
+        let full = self.resolve(path)?;
+        std::fs::create_dir_all(full).map_err(|e| IoError::from_std("create_dir_all", path, e))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+        let full = self.resolve(dir)?;
+        let handle =
+            std::fs::File::open(&full).map_err(|e| IoError::from_std("open_dir", dir, e))?;
+        handle
+            .sync_all()
+            .map_err(|e| IoError::from_std("sync_dir", dir, e))
+    }
+
+    fn is_dir(&self, path: &Path) -> IoResult<bool> {
+        let full = self.resolve(path)?;
+        let meta = std::fs::metadata(full).map_err(|e| IoError::from_std("stat", path, e))?;
+        Ok(meta.is_dir())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk() -> (tempfile::TempDir, StdDisk) {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = StdDisk::new(dir.path());
+        (dir, disk)
+    }
+
+    #[test]
+    fn positional_io_round_trips_and_extends_with_zeros() {
+        let (_dir, disk) = disk();
+        let f = disk.create(Path::new("f")).unwrap();
+        f.write_at(10, b"abc").unwrap();
+        assert_eq!(f.len().unwrap(), 13);
+        let mut buf = [0xffu8; 13];
+        f.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..10], &[0u8; 10]);
+        assert_eq!(&buf[10..], b"abc");
+        f.sync_data().unwrap();
+        f.set_len(11).unwrap();
+        assert_eq!(f.len().unwrap(), 11);
+    }
+
+    #[test]
+    fn reading_past_end_is_unexpected_eof() {
+        let (_dir, disk) = disk();
+        let f = disk.create(Path::new("f")).unwrap();
+        f.write_at(0, b"ab").unwrap();
+        let mut buf = [0u8; 4];
+        let err = f.read_at(0, &mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            IoError::UnexpectedEof {
+                offset: 0,
+                len: 4,
+                file_len: 2
+            }
+        );
+    }
+
+    #[test]
+    fn namespace_operations_and_typed_errors() {
+        let (_dir, disk) = disk();
+        disk.create_dir_all(Path::new("a/b")).unwrap();
+        assert!(disk.is_dir(Path::new("a/b")).unwrap());
+        disk.create(Path::new("a/b/x")).unwrap();
+        assert!(matches!(
+            disk.create(Path::new("a/b/x")),
+            Err(IoError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            disk.open(Path::new("a/b/nope")),
+            Err(IoError::NotFound { .. })
+        ));
+        disk.create(Path::new("a/b/w")).unwrap();
+        assert_eq!(disk.list(Path::new("a/b")).unwrap(), vec!["w", "x"]);
+        disk.rename(Path::new("a/b/x"), Path::new("a/b/y")).unwrap();
+        disk.sync_dir(Path::new("a/b")).unwrap();
+        assert_eq!(disk.list(Path::new("a/b")).unwrap(), vec!["w", "y"]);
+        disk.remove(Path::new("a/b/y")).unwrap();
+        disk.remove(Path::new("a/b/w")).unwrap();
+        disk.remove(Path::new("a/b")).unwrap();
+        assert!(!disk.exists(Path::new("a/b")).unwrap());
+        assert!(matches!(
+            disk.remove(Path::new("a/b")),
+            Err(IoError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn paths_escaping_the_root_are_refused() {
+        let (_dir, disk) = disk();
+        for bad in ["../x", "/etc/passwd", "a/../../x"] {
+            let err = disk.create(Path::new(bad)).unwrap_err();
+            assert!(
+                matches!(err, IoError::Io { op: "path", .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
