@@ -60,6 +60,18 @@ impl<E> EventQueue<E> {
         Some((at_ns, event))
     }
 
+    /// Advance time to `now_ns` without popping (the driver handled something that
+    /// lives outside this queue, such as a network delivery). No pending event may be
+    /// earlier.
+    pub fn advance_to(&mut self, now_ns: u64) {
+        assert!(now_ns >= self.now_ns, "time never moves backwards");
+        assert!(
+            self.peek_time().is_none_or(|t| t >= now_ns),
+            "advance_to skips a pending event"
+        );
+        self.now_ns = now_ns;
+    }
+
     /// Time of the earliest pending event.
     pub fn peek_time(&self) -> Option<u64> {
         self.events.keys().next().map(|&(t, _)| t)
