@@ -1,0 +1,467 @@
+//! The copy-on-write B+tree: lookups and scans over a generation's root, and the
+//! checkpoint's bulk merge of a sorted change list into a new generation.
+//!
+//! Copy-on-write rule: a merge never writes a page reachable from the root it started
+//! from; every node on a changed path is written to a page taken from the
+//! [`Allocator`] (pages free in every generation anyone may still read), and the
+//! replaced pages are reported in [`Merge::freed`] so the caller can reuse them once no
+//! pin on an older generation remains.
+
+use crate::error::{Error, Result};
+use crate::page::{FIRST_TREE_PAGE, Node, NodeRef, PAGE_BODY};
+use crate::store::PageStore;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// A key with its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+fn load_child(store: &PageStore, parent_level: u8, at: NodeRef) -> Result<Arc<Node>> {
+    let node = store.load(at)?;
+    if node.level() + 1 != parent_level {
+        return Err(Error::corrupted(
+            &store.path,
+            at.page * crate::page::PAGE_SIZE as u64,
+            format!(
+                "page {} has level {}, its parent expects {}",
+                at.page,
+                node.level(),
+                parent_level - 1
+            ),
+        ));
+    }
+    Ok(node)
+}
+
+/// Index of the child of a branch that holds `key`.
+fn child_index(keys: &[Vec<u8>], key: &[u8]) -> usize {
+    keys.partition_point(|k| k.as_slice() <= key)
+}
+
+/// The value of `key` in the tree at `root`.
+pub fn get(store: &PageStore, root: Option<NodeRef>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Some(root) = root else { return Ok(None) };
+    let mut node = store.load(root)?;
+    loop {
+        let next = match &*node {
+            Node::Leaf(entries) => {
+                return Ok(entries
+                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                    .ok()
+                    .map(|i| entries[i].1.clone()));
+            }
+            Node::Branch {
+                level,
+                keys,
+                children,
+            } => load_child(store, *level, children[child_index(keys, key)])?,
+        };
+        node = next;
+    }
+}
+
+fn above(lo: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l.as_slice(),
+        Bound::Excluded(l) => key > l.as_slice(),
+    }
+}
+
+fn below(hi: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => key <= h.as_slice(),
+        Bound::Excluded(h) => key < h.as_slice(),
+    }
+}
+
+/// Append to `out` up to `limit` entries of the tree in `(lo, hi)`, ascending.
+pub fn scan(
+    store: &PageStore,
+    root: Option<NodeRef>,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    limit: usize,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    let Some(root) = root else { return Ok(()) };
+    let node = store.load(root)?;
+    scan_node(store, &node, lo, hi, limit, out)
+}
+
+fn scan_node(
+    store: &PageStore,
+    node: &Node,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    limit: usize,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    match node {
+        Node::Leaf(entries) => {
+            for (k, v) in entries {
+                if out.len() >= limit || !below(hi, k) {
+                    break;
+                }
+                if above(lo, k) {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        Node::Branch {
+            level,
+            keys,
+            children,
+        } => {
+            let first = match lo {
+                Bound::Unbounded => 0,
+                Bound::Included(l) | Bound::Excluded(l) => child_index(keys, l),
+            };
+            for i in first..children.len() {
+                if out.len() >= limit || (i > 0 && !below(hi, &keys[i - 1])) {
+                    break;
+                }
+                let child = load_child(store, *level, children[i])?;
+                scan_node(store, &child, lo, hi, limit, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Visit every page of the tree at `root` whose generation is above `since`, with its
+/// level (0 = leaf). Subtrees whose root is not newer are skipped: copy-on-write
+/// rewrites every ancestor of a changed page, so an old page has only old descendants.
+/// Leaves are never read.
+pub fn walk_since(
+    store: &PageStore,
+    root: Option<NodeRef>,
+    since: u64,
+    visit: &mut dyn FnMut(NodeRef, u8),
+) -> Result<()> {
+    let Some(root) = root else { return Ok(()) };
+    if root.generation <= since {
+        return Ok(());
+    }
+    let node = store.load(root)?;
+    walk_node(store, root, &node, since, visit)
+}
+
+fn walk_node(
+    store: &PageStore,
+    at: NodeRef,
+    node: &Node,
+    since: u64,
+    visit: &mut dyn FnMut(NodeRef, u8),
+) -> Result<()> {
+    visit(at, node.level());
+    if let Node::Branch {
+        level, children, ..
+    } = node
+    {
+        for &c in children {
+            if c.generation > at.generation {
+                return Err(Error::corrupted(
+                    &store.path,
+                    at.page * crate::page::PAGE_SIZE as u64,
+                    "child newer than its parent",
+                ));
+            }
+            if c.generation <= since {
+                continue;
+            }
+            if *level == 1 {
+                visit(c, 0);
+            } else {
+                let child = load_child(store, *level, c)?;
+                walk_node(store, c, &child, since, visit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hands out pages for a checkpoint: free pages first (lowest number first, for
+/// locality), then new pages at the end of the file.
+#[derive(Debug)]
+pub struct Allocator {
+    pub free: BTreeSet<u64>,
+    pub page_count: u64,
+    /// Pages handed out, in order.
+    pub taken: Vec<u64>,
+}
+
+impl Allocator {
+    pub fn alloc(&mut self) -> u64 {
+        let page = match self.free.pop_first() {
+            Some(p) => p,
+            None => {
+                self.page_count += 1;
+                self.page_count - 1
+            }
+        };
+        assert!(page >= FIRST_TREE_PAGE && page < self.page_count);
+        self.taken.push(page);
+        page
+    }
+}
+
+/// One checkpoint's merge.
+#[derive(Debug)]
+pub struct Merge<'a> {
+    pub store: &'a PageStore,
+    pub generation: u64,
+    pub alloc: Allocator,
+    /// Pages of the old tree replaced by this merge.
+    pub freed: Vec<u64>,
+}
+
+type Part = (Option<Vec<u8>>, NodeRef);
+
+impl Merge<'_> {
+    /// Apply sorted, distinct-key `changes` (`None` deletes) to the tree at `root`;
+    /// returns the new root.
+    pub fn apply(
+        &mut self,
+        root: Option<NodeRef>,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<Option<NodeRef>> {
+        assert!(
+            changes.windows(2).all(|w| w[0].0 < w[1].0),
+            "changes sorted and distinct"
+        );
+        if changes.is_empty() {
+            return Ok(root);
+        }
+        let (mut parts, mut level) = match root {
+            None => (self.write_leaves(merge_sorted(Vec::new(), changes))?, 0u8),
+            Some(r) => {
+                let node = self.store.load(r)?;
+                let level = node.level();
+                (self.merge_node(r, &node, changes)?, level)
+            }
+        };
+        while parts.len() > 1 {
+            level += 1;
+            parts = self.write_branches(level, parts)?;
+        }
+        let Some((_, mut root)) = parts.pop() else {
+            return Ok(None);
+        };
+        // Shrink the height while the root is a branch with a single child. A page this
+        // merge wrote goes straight back to the allocator; an older one is freed.
+        loop {
+            let node = self.store.load(root)?;
+            match &*node {
+                Node::Branch { children, .. } if children.len() == 1 => {
+                    if root.generation == self.generation {
+                        self.alloc.free.insert(root.page);
+                        self.alloc.taken.retain(|&p| p != root.page);
+                    } else {
+                        self.freed.push(root.page);
+                    }
+                    root = children[0];
+                }
+                _ => return Ok(Some(root)),
+            }
+        }
+    }
+
+    fn merge_node(
+        &mut self,
+        at: NodeRef,
+        node: &Node,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<Vec<Part>> {
+        assert!(!changes.is_empty());
+        assert!(
+            at.generation < self.generation,
+            "a merge only replaces older pages"
+        );
+        self.freed.push(at.page);
+        match node {
+            Node::Leaf(entries) => self.write_leaves(merge_sorted(entries.clone(), changes)),
+            Node::Branch {
+                level,
+                keys,
+                children,
+            } => {
+                let mut out: Vec<Part> = Vec::with_capacity(children.len() + 2);
+                // Above leaves, the changed leaves of a run of adjacent children are
+                // merged into one sorted run and packed afresh, so deletions spread
+                // over neighbouring leaves compact them instead of leaving each nearly
+                // empty. `run_lo` is the lower bound of the run's first child.
+                let mut run: Vec<Entry> = Vec::new();
+                let mut run_lo: Option<Option<Vec<u8>>> = None;
+                let mut rest = changes;
+                for (i, &child) in children.iter().enumerate() {
+                    let lo = if i == 0 {
+                        None
+                    } else {
+                        Some(keys[i - 1].clone())
+                    };
+                    let take = match keys.get(i) {
+                        Some(hi) => rest.partition_point(|(k, _)| k < hi),
+                        None => rest.len(),
+                    };
+                    let (mine, after) = rest.split_at(take);
+                    rest = after;
+                    if mine.is_empty() {
+                        self.flush_run(&mut run, &mut run_lo, &mut out)?;
+                        out.push((lo, child));
+                        continue;
+                    }
+                    let child_node = load_child(self.store, *level, child)?;
+                    if let Node::Leaf(entries) = &*child_node {
+                        assert_eq!(*level, 1);
+                        assert!(child.generation < self.generation);
+                        self.freed.push(child.page);
+                        run_lo.get_or_insert(lo);
+                        debug_assert!(
+                            run.last()
+                                .is_none_or(|(k, _)| entries.first().is_none_or(|(f, _)| k < f))
+                        );
+                        run.extend(merge_sorted(entries.clone(), mine));
+                        continue;
+                    }
+                    for (j, (bound, r)) in self
+                        .merge_node(child, &child_node, mine)?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        out.push((if j == 0 { lo.clone() } else { bound }, r));
+                    }
+                }
+                self.flush_run(&mut run, &mut run_lo, &mut out)?;
+                assert!(rest.is_empty());
+                if out.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.write_branches(*level, out)
+            }
+        }
+    }
+
+    /// Pack a run of merged leaf entries into leaves, the first taking the run's lower
+    /// bound; an empty run (everything deleted) adds nothing.
+    fn flush_run(
+        &mut self,
+        run: &mut Vec<Entry>,
+        run_lo: &mut Option<Option<Vec<u8>>>,
+        out: &mut Vec<Part>,
+    ) -> Result<()> {
+        let Some(lo) = run_lo.take() else {
+            assert!(run.is_empty());
+            return Ok(());
+        };
+        for (j, (bound, r)) in self
+            .write_leaves(std::mem::take(run))?
+            .into_iter()
+            .enumerate()
+        {
+            out.push((if j == 0 { lo.clone() } else { bound }, r));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, node: Node) -> Result<NodeRef> {
+        let page = self.alloc.alloc();
+        self.store.store(page, self.generation, node)
+    }
+
+    /// Pack sorted entries greedily into leaves.
+    fn write_leaves(&mut self, entries: Vec<Entry>) -> Result<Vec<Part>> {
+        let mut parts = Vec::new();
+        let mut current: Vec<Entry> = Vec::new();
+        let mut size = 0;
+        for (k, v) in entries {
+            let add = Node::leaf_entry_size(&k, &v);
+            if size + add > PAGE_BODY {
+                let bound = (!parts.is_empty()).then(|| current[0].0.clone());
+                parts.push((bound, self.write(Node::Leaf(std::mem::take(&mut current)))?));
+                size = 0;
+            }
+            size += add;
+            current.push((k, v));
+        }
+        if !current.is_empty() {
+            let bound = (!parts.is_empty()).then(|| current[0].0.clone());
+            parts.push((bound, self.write(Node::Leaf(current))?));
+        }
+        Ok(parts)
+    }
+
+    /// Pack children (each with its lower bound; the first may lack one) into branches
+    /// of `level`; returns the branches with their lower bounds.
+    fn write_branches(&mut self, level: u8, children: Vec<Part>) -> Result<Vec<Part>> {
+        assert!(!children.is_empty() && level >= 1);
+        let mut parts = Vec::new();
+        let mut group: Vec<Part> = Vec::new();
+        let mut size = 0;
+        for (bound, child) in children {
+            let add = if group.is_empty() {
+                Node::BRANCH_FIRST
+            } else {
+                Node::branch_entry_size(
+                    bound
+                        .as_deref()
+                        .expect("only the first child lacks a bound"),
+                )
+            };
+            if !group.is_empty() && size + add > PAGE_BODY {
+                parts.push(self.write_branch(
+                    level,
+                    std::mem::take(&mut group),
+                    parts.is_empty(),
+                )?);
+                size = 0;
+            }
+            size += if group.is_empty() {
+                Node::BRANCH_FIRST
+            } else {
+                add
+            };
+            group.push((bound, child));
+        }
+        parts.push(self.write_branch(level, group, parts.is_empty())?);
+        Ok(parts)
+    }
+
+    fn write_branch(&mut self, level: u8, group: Vec<Part>, first: bool) -> Result<Part> {
+        let bound = if first { None } else { group[0].0.clone() };
+        let mut keys = Vec::with_capacity(group.len() - 1);
+        let mut children = Vec::with_capacity(group.len());
+        for (i, (b, c)) in group.into_iter().enumerate() {
+            if i > 0 {
+                keys.push(b.expect("inner children have bounds"));
+            }
+            children.push(c);
+        }
+        let at = self.write(Node::Branch {
+            level,
+            keys,
+            children,
+        })?;
+        Ok((bound, at))
+    }
+}
+
+/// Merge sorted `entries` with sorted `changes` (`None` deletes).
+fn merge_sorted(entries: Vec<Entry>, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(entries.len() + changes.len());
+    let mut it = entries.into_iter().peekable();
+    for (k, v) in changes {
+        while let Some(e) = it.next_if(|(ek, _)| ek < k) {
+            out.push(e);
+        }
+        it.next_if(|(ek, _)| ek == k);
+        if let Some(v) = v {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    out.extend(it);
+    debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+    out
+}

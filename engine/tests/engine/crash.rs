@@ -1,0 +1,395 @@
+//! The simulated crash sweep. Each seed draws a workload, a fault mix (swarm: half
+//! the seeds run on a perfect disk), sometimes a space quota, and cuts power after a
+//! random number of disk operations, anywhere: inside a group commit, a segment
+//! creation, a checkpoint's page writes or its superblock, or recovery itself. Then the
+//! `SimDisk` crashes (unsynced writes kept, dropped or torn by sector) and the database
+//! is reopened on a disk without new faults. The recovered state must be exactly the
+//! acknowledged commits plus a prefix of the in-doubt ones (atomic, in order); an
+//! injected corruption may instead be reported as `Corrupted` (or a latent sector as an
+//! I/O error), never returned as data.
+//!
+//! Rerun one seed: `RYU_SEED=N cargo test -p ryu-engine --test engine crash::crash_sweep -- --exact --nocapture`
+//! (or `crash::crash_sweep_tiny_cache`). `RYU_SEEDS=N` sweeps N seeds instead of the default.
+
+use crate::common::{DIR, PowerCut, State, read_all};
+use ryu_engine::{CommitTicket, Db, Error, Options, Ts, Write};
+use ryu_sim::{DiskFaults, FaultCounts, Ratio, SimDisk, SimRng};
+use std::path::Path;
+use std::sync::Arc;
+
+const DEFAULT_SEEDS: u64 = 400;
+const CYCLES: usize = 3;
+
+#[derive(Debug, Clone)]
+struct Commit {
+    ts: Ts,
+    writes: Vec<Write>,
+}
+
+fn apply(state: &mut State, c: &Commit) {
+    for (k, v) in &c.writes {
+        match v {
+            Some(v) => state.insert(k.clone(), v.clone()),
+            None => state.remove(k),
+        };
+    }
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    acked: u64,
+    recovered_in_doubt: u64,
+    reported_corruption: u64,
+    cuts_in_checkpoint: u64,
+    max_pages: u64,
+    /// Seeds in which each kind of fault fired at least once.
+    seeds_with_no_space: u64,
+    seeds_with_silent_corruption: u64,
+    seeds_with_sync_errors: u64,
+    seeds_with_torn_writes: u64,
+}
+
+struct Params {
+    name: &'static str,
+    options: Options,
+    keys: u64,
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("RYU_SEED") {
+        return vec![s.parse().expect("RYU_SEED is a u64")];
+    }
+    let n = std::env::var("RYU_SEEDS")
+        .map_or(DEFAULT_SEEDS, |s| s.parse().expect("RYU_SEEDS is a u64"));
+    (0..n).collect()
+}
+
+fn sweep(params: &Params) -> Totals {
+    let mut totals = Totals::default();
+    for seed in seeds() {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_seed(seed, params, &mut totals)
+        }));
+        if let Err(panic) = run {
+            eprintln!(
+                "\nSEED={seed} failed. Rerun just this seed with:\n  RYU_SEED={seed} cargo test -p ryu-engine --test engine crash::{} -- --exact --nocapture\n",
+                params.name
+            );
+            std::panic::resume_unwind(panic);
+        }
+        totals.seeds += 1;
+    }
+    eprintln!("{}: {totals:?}", params.name);
+    totals
+}
+
+/// The seed's world and its history of commits.
+struct Run<'a> {
+    rng: SimRng,
+    sim: SimDisk,
+    params: &'a Params,
+    /// Acknowledged commits, in timestamp order.
+    acked: Vec<Commit>,
+    /// Commits buffered but not known durable, in timestamp order, after `acked`.
+    pending: Vec<(CommitTicket, Commit)>,
+    last_ts: Ts,
+    counter: u64,
+}
+
+fn allowed_failure(e: &Error, counts: &FaultCounts) -> bool {
+    match e {
+        Error::Corrupted { .. } => counts.silent_corruptions() > 0,
+        Error::Io { .. } => counts.latent_sector_errors > 0,
+        _ => false,
+    }
+}
+
+fn run_seed(seed: u64, params: &Params, totals: &mut Totals) {
+    let mut rng = SimRng::new(seed);
+    let sim = SimDisk::new(rng.next_u64());
+    let mut faults = if rng.chance(Ratio::new(1, 2)) {
+        DiskFaults::draw(&mut rng)
+    } else {
+        DiskFaults::default()
+    };
+    if rng.chance(Ratio::new(1, 5)) {
+        faults.quota_bytes = Some(rng.between(60_000, 300_000));
+    }
+    let mut run = Run {
+        rng,
+        sim,
+        params,
+        acked: Vec::new(),
+        pending: Vec::new(),
+        last_ts: 0,
+        counter: 0,
+    };
+    for _ in 0..CYCLES {
+        let budget = run.rng.between(20, 2500) as i64;
+        let cut = PowerCut::new(Arc::new(run.sim.clone()), budget);
+        run.sim.set_faults(faults);
+        if let Ok(db) = Db::open(
+            Arc::new(cut.clone()),
+            Path::new(DIR),
+            params.options.clone(),
+        ) {
+            run.last_ts = db.last_committed_ts();
+            run.workload(&db, &cut, totals);
+            totals.max_pages = totals.max_pages.max(db.stats().page_count);
+        }
+        // Power is gone: whatever the engine still holds is lost with the process.
+        run.sim.crash();
+        run.sim.set_faults(DiskFaults::default());
+        let reported = !run.verify(totals);
+        if reported {
+            totals.reported_corruption += 1;
+            break;
+        }
+    }
+    let counts = run.sim.fault_counts();
+    totals.seeds_with_no_space += u64::from(counts.no_space > 0);
+    totals.seeds_with_silent_corruption += u64::from(counts.silent_corruptions() > 0);
+    totals.seeds_with_sync_errors += u64::from(counts.sync_errors > 0);
+    totals.seeds_with_torn_writes += u64::from(counts.crash_writes_torn > 0);
+}
+
+impl Run<'_> {
+    fn key(&mut self) -> Vec<u8> {
+        format!("key{:05}", self.rng.below(self.params.keys)).into_bytes()
+    }
+
+    fn writes(&mut self) -> Vec<Write> {
+        self.counter += 1;
+        let n = self.rng.between(1, 6);
+        let mut writes: Vec<Write> = Vec::new();
+        for _ in 0..n {
+            let k = self.key();
+            writes.retain(|(old, _)| *old != k);
+            if self.rng.chance(Ratio::new(1, 5)) {
+                writes.push((k, None));
+            } else {
+                let mut v =
+                    format!("c{}-{}", self.counter, String::from_utf8_lossy(&k)).into_bytes();
+                v.resize(v.len() + self.rng.below(400) as usize, b'.');
+                writes.push((k, Some(v)));
+            }
+        }
+        writes.sort();
+        writes
+    }
+
+    /// Move commits whose records are durable to `acked`, in order.
+    fn promote(&mut self, db: &Db) {
+        while self.pending.first().is_some_and(|(t, _)| db.is_durable(t)) {
+            let (_, c) = self.pending.remove(0);
+            self.acked.push(c);
+        }
+    }
+
+    fn state(&self, upto: usize) -> State {
+        let mut s = State::new();
+        let all = self.acked.iter().chain(self.pending.iter().map(|(_, c)| c));
+        for c in all.take(upto) {
+            apply(&mut s, c);
+        }
+        s
+    }
+
+    fn workload(&mut self, db: &Db, cut: &PowerCut, totals: &mut Totals) {
+        let steps = self.rng.between(10, 80);
+        for _ in 0..steps {
+            if cut.is_cut() {
+                return;
+            }
+            match self.rng.below(100) {
+                0..60 => self.transaction(db),
+                60..78 => {
+                    let _ = db.flush();
+                }
+                78..86 => {
+                    // Often aim the cut inside this checkpoint: its page writes, the
+                    // syncs, the superblock, the WAL cleanup.
+                    if self.rng.chance(Ratio::new(1, 3)) {
+                        cut.arm(self.rng.between(1, 40) as i64);
+                    }
+                    let before = cut.is_cut();
+                    let _ = db.checkpoint();
+                    if !before && cut.is_cut() {
+                        totals.cuts_in_checkpoint += 1;
+                    }
+                }
+                86..92 => {
+                    let ts = self.last_ts + self.rng.between(1, 4);
+                    let writes = self.writes();
+                    if let Ok(t) = db.apply_at_begin(ts, writes.clone()) {
+                        self.last_ts = ts;
+                        self.pending.push((t, Commit { ts, writes }));
+                    }
+                }
+                _ => {
+                    self.transaction(db);
+                    let _ = db.flush();
+                }
+            }
+            self.promote(db);
+        }
+    }
+
+    /// A transaction that reads a few keys (checked against the model) and writes.
+    fn transaction(&mut self, db: &Db) {
+        let mut w = db.begin_write();
+        let start = w.start_ts();
+        let acked_visible = self.acked.iter().take_while(|c| c.ts <= start).count();
+        assert_eq!(
+            acked_visible,
+            self.acked.len(),
+            "a snapshot starts at the newest acknowledged commit"
+        );
+        let expect = self.state(acked_visible);
+        for _ in 0..2 {
+            let k = self.key();
+            match w.get(&k) {
+                Ok(v) => assert_eq!(
+                    v.as_ref(),
+                    expect.get(&k),
+                    "read of {:?} at ts {start}",
+                    String::from_utf8_lossy(&k)
+                ),
+                Err(e) => assert!(
+                    matches!(e, Error::Io { .. }) || allowed_failure(&e, &self.sim.fault_counts()),
+                    "read failed with {e}"
+                ),
+            }
+        }
+        let writes = self.writes();
+        for (k, v) in &writes {
+            match v {
+                Some(v) => w.put(k, v).unwrap(),
+                None => w.delete(k).unwrap(),
+            }
+        }
+        match w.commit_begin() {
+            Ok(t) => {
+                assert_eq!(t.ts(), self.last_ts + 1);
+                self.last_ts = t.ts();
+                let ts = t.ts();
+                self.pending.push((t, Commit { ts, writes }));
+            }
+            Err(Error::Conflict { key }) => assert!(
+                self.pending
+                    .iter()
+                    .any(|(_, c)| c.writes.iter().any(|(k, _)| *k == key)),
+                "a lone writer conflicts only with commits not yet durable at its start"
+            ),
+            Err(_) => {} // refused before it got a timestamp: never committed
+        }
+    }
+
+    /// Reopen on the crashed disk and compare with the history. False if the damage was
+    /// (legitimately) reported instead.
+    fn verify(&mut self, totals: &mut Totals) -> bool {
+        let counts = self.sim.fault_counts();
+        let db = match Db::open(
+            Arc::new(self.sim.clone()),
+            Path::new(DIR),
+            self.params.options.clone(),
+        ) {
+            Ok(db) => db,
+            Err(e) => {
+                assert!(
+                    allowed_failure(&e, &counts),
+                    "reopen failed: {e}; faults {counts:?}"
+                );
+                return false;
+            }
+        };
+        let got = match read_all(&db) {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(
+                    allowed_failure(&e, &counts),
+                    "read after recovery failed: {e}; faults {counts:?}"
+                );
+                return false;
+            }
+        };
+        let lo = self.acked.len();
+        let hi = lo + self.pending.len();
+        let got_ts = db.last_committed_ts();
+        let ts_at = |k: usize| {
+            let all = self.acked.iter().chain(self.pending.iter().map(|(_, c)| c));
+            all.take(k).last().map_or(0, |c| c.ts)
+        };
+        let Some(k) = (lo..=hi).find(|&k| ts_at(k) == got_ts && self.state(k) == got) else {
+            let want = self.state(lo);
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| got.get(*k) != want.get(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "recovered state is not the acknowledged commits plus an in-doubt prefix: {} acked, {} in doubt, recovered ts {got_ts}, {} keys recovered, {} expected; differing keys {missing:?}; faults {counts:?}",
+                lo,
+                hi - lo,
+                got.len(),
+                want.len()
+            );
+        };
+        let all: Vec<Commit> = self
+            .acked
+            .iter()
+            .cloned()
+            .chain(self.pending.drain(..).map(|(_, c)| c))
+            .take(k)
+            .collect();
+        totals.acked += lo as u64;
+        totals.recovered_in_doubt += (k - lo) as u64;
+        self.acked = all;
+        let last = self.acked.last().map_or(0, |c| c.ts);
+        assert_eq!(db.last_committed_ts(), last, "recovered timestamp");
+        self.last_ts = last;
+        true
+    }
+}
+
+#[test]
+fn crash_sweep() {
+    let totals = sweep(&Params {
+        name: "crash_sweep",
+        options: Options {
+            cache_pages: 256,
+            wal_segment_bytes: 16 << 10,
+            checkpoint_after_bytes: 0,
+        },
+        keys: 200,
+    });
+    if totals.seeds >= 100 {
+        // The sweep must actually reach what it claims to test.
+        assert!(totals.cuts_in_checkpoint > 0, "{totals:?}");
+        assert!(totals.seeds_with_no_space > 0, "{totals:?}");
+        assert!(totals.seeds_with_silent_corruption > 0, "{totals:?}");
+        assert!(totals.seeds_with_sync_errors > 0, "{totals:?}");
+        assert!(totals.seeds_with_torn_writes > 0, "{totals:?}");
+        assert!(totals.recovered_in_doubt > 0, "{totals:?}");
+    }
+}
+
+/// The same checks with a page cache far smaller than the data.
+#[test]
+fn crash_sweep_tiny_cache() {
+    let totals = sweep(&Params {
+        name: "crash_sweep_tiny_cache",
+        options: Options {
+            cache_pages: 3,
+            wal_segment_bytes: 16 << 10,
+            // Checkpoints also start on their own, from inside flushes and commits.
+            checkpoint_after_bytes: 24 << 10,
+        },
+        keys: 2000,
+    });
+    assert!(
+        totals.max_pages > 30 || totals.seeds < 50,
+        "data never outgrew the cache: {totals:?}"
+    );
+}

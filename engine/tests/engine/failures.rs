@@ -1,0 +1,389 @@
+//! Failure behaviour: poisoning, running out of space, foreign directories, newer
+//! formats, torn WAL tails versus damage before the tail, corrupt pages, read errors.
+
+use crate::common::{DIR, open, read_all, small_options};
+use ryu_engine::{Db, Error, Options};
+use ryu_io::{Disk, DynFile};
+use ryu_sim::{DiskFaults, Ratio, SimDisk};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn put(db: &Db, k: &str, v: &[u8]) -> ryu_engine::Result<u64> {
+    let mut w = db.begin_write();
+    w.put(k.as_bytes(), v)?;
+    w.commit()
+}
+
+fn file(disk: &SimDisk, path: &str) -> DynFile {
+    disk.open(&Path::new(DIR).join(path)).unwrap()
+}
+
+/// crc32 (IEEE), bit by bit: enough to forge a version stamp in a test.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Write format version `version` and its stamp into the header at `offset` of `f`.
+fn stamp_version(f: &DynFile, offset: u64, version: u32) {
+    let mut head = [0u8; 12];
+    f.read_at(offset, &mut head).unwrap();
+    head[8..12].copy_from_slice(&version.to_le_bytes());
+    f.write_at(offset, &head).unwrap();
+    f.write_at(offset + 12, &crc32(&head).to_le_bytes())
+        .unwrap();
+    f.sync_data().unwrap();
+}
+
+fn segment(n: u64) -> String {
+    format!("wal/{n:012}.log")
+}
+
+fn flip(f: &DynFile, offset: u64) {
+    let mut b = [0u8; 1];
+    f.read_at(offset, &mut b).unwrap();
+    b[0] ^= 0x10;
+    f.write_at(offset, &b).unwrap();
+    f.sync_data().unwrap();
+}
+
+/// Offset just past the last non-zero byte of a preallocated segment.
+fn data_end(f: &DynFile) -> u64 {
+    let mut b = vec![0u8; f.len().unwrap() as usize];
+    f.read_at(0, &mut b).unwrap();
+    b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
+}
+
+#[test]
+fn failed_sync_poisons_until_reopen() {
+    let disk = SimDisk::new(11);
+    let db = open(&disk, &small_options()).unwrap();
+    put(&db, "kept", b"1").unwrap();
+    disk.set_faults(DiskFaults {
+        sync_error: Ratio::ONE,
+        ..DiskFaults::default()
+    });
+    assert!(matches!(put(&db, "doubt", b"2"), Err(Error::Io { .. })));
+    disk.set_faults(DiskFaults::default());
+    assert!(db.is_poisoned());
+    assert_eq!(put(&db, "refused", b"3"), Err(Error::Poisoned));
+    assert_eq!(db.checkpoint(), Err(Error::Poisoned));
+    assert_eq!(
+        db.apply_at(100, vec![(b"x".to_vec(), None)]),
+        Err(Error::Poisoned)
+    );
+    // Reads still work, and never show the commit whose sync failed.
+    assert_eq!(db.begin_read().get(b"kept").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(db.begin_read().get(b"doubt").unwrap(), None);
+    drop(db);
+    let db = open(&disk, &small_options()).unwrap();
+    assert_eq!(db.begin_read().get(b"kept").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(db.begin_read().get(b"refused").unwrap(), None);
+    put(&db, "after", b"4").unwrap();
+}
+
+#[test]
+fn failed_checkpoint_sync_poisons() {
+    let disk = SimDisk::new(12);
+    let db = open(&disk, &small_options()).unwrap();
+    put(&db, "a", b"1").unwrap();
+    disk.set_faults(DiskFaults {
+        sync_error: Ratio::ONE,
+        ..DiskFaults::default()
+    });
+    assert!(matches!(db.checkpoint(), Err(Error::Io { .. })));
+    disk.set_faults(DiskFaults::default());
+    assert_eq!(put(&db, "b", b"2"), Err(Error::Poisoned));
+}
+
+#[test]
+fn no_space_fails_the_commit_and_writes_resume_once_space_is_freed() {
+    let disk = SimDisk::new(13);
+    let options = small_options();
+    let db = open(&disk, &options).unwrap();
+    put(&db, "first", b"1").unwrap();
+    let quota = disk.used_bytes() + 100_000;
+    disk.set_faults(DiskFaults {
+        quota_bytes: Some(quota),
+        ..DiskFaults::default()
+    });
+    let value = vec![7u8; 2000];
+    let mut acked = Vec::new();
+    let mut failed = None;
+    for i in 0..500 {
+        let k = format!("k{i:04}");
+        match put(&db, &k, &value) {
+            Ok(_) => acked.push(k),
+            Err(e) => {
+                failed = Some((k, e));
+                break;
+            }
+        }
+    }
+    let (failed_key, err) = failed.expect("the quota must run out");
+    assert_eq!(err, Error::NoSpace);
+    assert!(err.to_string().contains("no space"), "{err}");
+    assert!(
+        !db.is_poisoned(),
+        "running out of space is not a sync failure"
+    );
+    // A checkpoint may also run out of space; it must not harm anything either.
+    let _ = db.checkpoint();
+    let r = db.begin_read();
+    assert_eq!(r.get(b"first").unwrap(), Some(b"1".to_vec()));
+    for k in &acked {
+        assert_eq!(r.get(k.as_bytes()).unwrap().as_deref(), Some(&value[..]));
+    }
+    assert_eq!(r.get(failed_key.as_bytes()).unwrap(), None);
+    drop(r);
+    // Free space: writes work again, without a reopen.
+    disk.set_faults(DiskFaults::default());
+    put(&db, "later", b"2").unwrap();
+    db.checkpoint().unwrap();
+    drop(db);
+    let db = open(&disk, &options).unwrap();
+    let all = read_all(&db).unwrap();
+    assert_eq!(all.len(), acked.len() + 2);
+    assert!(!all.contains_key(failed_key.as_bytes()));
+}
+
+#[test]
+fn foreign_directory_and_foreign_file_are_not_a_database() {
+    let disk = SimDisk::new(14);
+    disk.create_dir_all(Path::new(DIR)).unwrap();
+    disk.create(&Path::new(DIR).join("notes.txt")).unwrap();
+    let err = open(&disk, &small_options()).unwrap_err();
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+
+    let disk = SimDisk::new(15);
+    disk.create_dir_all(&Path::new(DIR).join("wal")).unwrap();
+    let f = disk.create(&Path::new(DIR).join("data")).unwrap();
+    f.write_at(0, &[b'x'; 9000]).unwrap();
+    let err = open(&disk, &small_options()).unwrap_err();
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert!(err.to_string().contains("not a Ryu database"), "{err}");
+}
+
+#[test]
+fn lost_data_file_beside_a_wal_is_corruption_not_a_fresh_database() {
+    let disk = SimDisk::new(25);
+    let db = open(&disk, &small_options()).unwrap();
+    put(&db, "a", b"1").unwrap();
+    drop(db);
+    disk.remove(&Path::new(DIR).join("data")).unwrap();
+    let err = open(&disk, &small_options()).unwrap_err();
+    assert!(err.is_corrupted(), "{err}");
+    assert!(
+        !disk.list(&Path::new(DIR).join("wal")).unwrap().is_empty(),
+        "the WAL is kept"
+    );
+}
+
+#[test]
+fn newer_format_versions_are_refused() {
+    let disk = SimDisk::new(16);
+    let db = open(&disk, &small_options()).unwrap();
+    put(&db, "a", b"1").unwrap();
+    db.checkpoint().unwrap();
+    drop(db);
+    // Superblock format version: offset 8 of each slot, stamped at offset 12.
+    let data = file(&disk, "data");
+    stamp_version(&data, 0, 7);
+    let err = open(&disk, &small_options()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnsupportedVersion {
+            file: PathBuf::from("db/data"),
+            found: 7,
+            supported: 1
+        }
+    );
+
+    // WAL segment format version: offset 8 of the segment header.
+    let disk = SimDisk::new(17);
+    let db = open(&disk, &small_options()).unwrap();
+    put(&db, "a", b"1").unwrap();
+    drop(db);
+    let seg = file(&disk, &segment(1));
+    stamp_version(&seg, 0, 9);
+    let err = open(&disk, &small_options()).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { found: 9, .. }),
+        "{err}"
+    );
+}
+
+/// Three acknowledged commits with values long enough that each record spans sectors.
+fn three_commits(seed: u64) -> (SimDisk, Options) {
+    let disk = SimDisk::new(seed);
+    let options = small_options();
+    let db = open(&disk, &options).unwrap();
+    for k in ["a", "b", "c"] {
+        put(&db, k, &[k.as_bytes()[0]; 1500]).unwrap();
+    }
+    drop(db);
+    (disk, options)
+}
+
+#[test]
+fn torn_wal_tail_is_truncated() {
+    let (disk, options) = three_commits(18);
+    let seg = file(&disk, &segment(1));
+    let end = data_end(&seg);
+    // As a crash before the sync would: the record's last sector never reached the media.
+    let sector_start = (end - 1) / 512 * 512;
+    seg.write_at(sector_start, &vec![0u8; (end - sector_start) as usize])
+        .unwrap();
+    seg.sync_data().unwrap();
+    let db = open(&disk, &options).unwrap();
+    let state = read_all(&db).unwrap();
+    assert_eq!(
+        state.keys().cloned().collect::<Vec<_>>(),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
+    assert_eq!(db.last_committed_ts(), 2);
+    put(&db, "d", b"4").unwrap();
+    drop(db);
+    // The cut tail stays cut; the new commit is in the next segment.
+    let db = open(&disk, &options).unwrap();
+    assert_eq!(read_all(&db).unwrap().len(), 3);
+    assert_eq!(db.last_committed_ts(), 3);
+}
+
+#[test]
+fn bit_flip_in_the_last_acknowledged_record_is_corruption_not_a_torn_tail() {
+    let (disk, options) = three_commits(19);
+    let seg = file(&disk, &segment(1));
+    let end = data_end(&seg);
+    flip(&seg, end - 700);
+    let err = open(&disk, &options).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupted { file, .. } if file.ends_with(segment(1))),
+        "{err}"
+    );
+}
+
+#[test]
+fn damage_before_the_tail_is_corruption_with_file_and_offset() {
+    let (disk, options) = three_commits(20);
+    let seg = file(&disk, &segment(1));
+    flip(&seg, 64 + 200); // inside the first record, which starts right after the header
+    let err = open(&disk, &options).unwrap_err();
+    let want = PathBuf::from("db").join(segment(1));
+    assert!(
+        matches!(&err, Error::Corrupted { file, offset: 64, .. } if *file == want),
+        "{err}"
+    );
+}
+
+#[test]
+fn damage_in_a_segment_followed_by_others_is_corruption() {
+    let disk = SimDisk::new(21);
+    let options = small_options();
+    let db = open(&disk, &options).unwrap();
+    for i in 0..120 {
+        put(&db, &format!("k{i}"), &[1u8; 1500]).unwrap();
+    }
+    drop(db);
+    let names = disk.list(&Path::new(DIR).join("wal")).unwrap();
+    assert!(names.len() >= 3, "{names:?}");
+    let first = file(&disk, &format!("wal/{}", names[0]));
+    let end = data_end(&first);
+    // Damage the last record of a full segment: not a tail, because segments follow.
+    flip(&first, end - 100);
+    let err = open(&disk, &options).unwrap_err();
+    assert!(err.is_corrupted(), "{err}");
+}
+
+#[test]
+fn corrupt_page_is_reported_never_returned() {
+    let disk = SimDisk::new(22);
+    let options = Options {
+        cache_pages: 2,
+        ..small_options()
+    };
+    let db = open(&disk, &options).unwrap();
+    for chunk in 0..10 {
+        let mut w = db.begin_write();
+        for i in 0..40 {
+            w.put(format!("k{chunk:02}{i:03}").as_bytes(), &[9u8; 200])
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    db.checkpoint().unwrap();
+    let pages = db.pin_generation().tree_pages().unwrap();
+    drop(db);
+    let total: u64 = pages.iter().map(|r| r.page_count).sum();
+    assert!(total > 5);
+    let data = file(&disk, "data");
+    for r in &pages {
+        for p in r.first_page..r.first_page + r.page_count {
+            flip(&data, p * 4096 + 1000);
+        }
+    }
+    // Every tree page is damaged; the WAL below the checkpoint is gone, so nothing can
+    // repair it: opening or reading must say so.
+    match open(&disk, &options) {
+        Err(e) => assert!(e.is_corrupted(), "{e}"),
+        Ok(db) => {
+            let err = read_all(&db).unwrap_err();
+            assert!(err.is_corrupted(), "{err}");
+            assert!(db.begin_read().get(b"k00000").unwrap_err().is_corrupted());
+        }
+    }
+}
+
+#[test]
+fn damaged_newest_superblock_falls_back_and_the_wal_repairs() {
+    let disk = SimDisk::new(23);
+    let options = small_options();
+    let db = open(&disk, &options).unwrap();
+    put(&db, "a", b"1").unwrap();
+    db.checkpoint().unwrap();
+    put(&db, "b", b"2").unwrap();
+    let info = db.checkpoint().unwrap();
+    put(&db, "c", b"3").unwrap();
+    drop(db);
+    let data = file(&disk, "data");
+    flip(&data, (info.generation % 2) * 4096 + 20);
+    let db = open(&disk, &options).unwrap();
+    assert_eq!(read_all(&db).unwrap().len(), 3);
+    assert_eq!(db.stats().generation, info.generation - 1);
+}
+
+#[test]
+fn read_errors_are_errors() {
+    let disk = SimDisk::new(24);
+    let options = Options {
+        cache_pages: 1,
+        ..small_options()
+    };
+    let db = open(&disk, &options).unwrap();
+    for i in 0..300 {
+        put(&db, &format!("k{i:03}"), &[3u8; 100]).unwrap();
+    }
+    db.checkpoint().unwrap();
+    disk.set_faults(DiskFaults {
+        read_error: Ratio::ONE,
+        ..DiskFaults::default()
+    });
+    let r = db.begin_read();
+    let err = r.get(b"k000").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let err = read_all(&db).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    disk.set_faults(DiskFaults::default());
+    assert_eq!(r.get(b"k000").unwrap(), Some(vec![3u8; 100]));
+    let _ = Arc::new(0);
+}
