@@ -102,6 +102,7 @@
 mod bugs;
 mod confchange;
 mod config;
+pub mod disk_log;
 mod error;
 mod log;
 mod membership;
@@ -120,6 +121,7 @@ mod types;
 #[cfg(feature = "planted-bugs")]
 pub use bugs::PlantedBug;
 pub use config::{Config, LeaseRead};
+pub use disk_log::{DiskLog, DiskLogOptions, LogError};
 pub use error::{Error, StorageError};
 pub use log::RaftLog;
 pub use progress::{Progress, ProgressState};

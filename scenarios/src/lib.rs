@@ -8,7 +8,10 @@
 //!
 //! The catalogue ([`SCENARIOS`]) grows with the project; today it holds:
 //! - `register`: a quorum-replicated atomic register on `SimDisk` and `SimNetwork`,
-//!   checked for linearizability and liveness (see [`register`]).
+//!   checked for linearizability and liveness (see [`register`]);
+//! - `raft`: 3 to 7 Raft nodes on the durable `DiskLog`, with crashes, partitions,
+//!   membership changes, snapshots and reads, checked for every Raft safety property
+//!   after every event, then for liveness (see [`raft`]).
 //!
 //! ```
 //! use ryu_scenarios::{RunOptions, run};
@@ -19,6 +22,7 @@
 //! assert_eq!(report.fingerprint, run("register", &RunOptions::new(7)).unwrap().fingerprint);
 //! ```
 
+pub mod raft;
 pub mod register;
 
 use std::collections::BTreeSet;
@@ -87,12 +91,20 @@ pub struct Scenario {
 }
 
 /// The catalogue.
-pub const SCENARIOS: &[Scenario] = &[Scenario {
-    name: "register",
-    about: "quorum-replicated atomic register on SimDisk/SimNetwork: linearizability + liveness",
-    bugs: register::BUGS,
-    run: register::run,
-}];
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "register",
+        about: "quorum-replicated atomic register on SimDisk/SimNetwork: linearizability + liveness",
+        bugs: register::BUGS,
+        run: register::run,
+    },
+    Scenario {
+        name: "raft",
+        about: "3-7 Raft nodes on DiskLog/SimDisk with every fault: Raft safety after each event + liveness",
+        bugs: raft::BUGS,
+        run: raft::run,
+    },
+];
 
 /// Look a scenario up by name.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
@@ -103,10 +115,18 @@ pub fn scenario(name: &str) -> Option<&'static Scenario> {
 /// and reported as failures, so every failure carries its seed and replay command.
 pub fn run(name: &str, opts: &RunOptions) -> Result<RunReport, String> {
     let s = scenario(name).ok_or_else(|| format!("unknown scenario {name:?}; try `list`"))?;
+    if opts.bugs.len() > 1 {
+        return Err("planted bugs are switched on one at a time".into());
+    }
     for bug in &opts.bugs {
         if !s.bugs.iter().any(|(b, _)| b == bug) {
+            let hint = if s.bugs.is_empty() {
+                " (Raft bugs need --features planted-bugs)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "scenario {name} has no planted bug {bug:?}; try `list`"
+                "scenario {name} has no planted bug {bug:?}{hint}; try `list`"
             ));
         }
     }
@@ -133,8 +153,14 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<RunReport, String> {
 
 /// The one command that replays a run.
 pub fn replay_command(scenario: &str, opts: &RunOptions) -> String {
+    // The Raft scenario's planted bugs exist only in a build with the feature.
+    let features = if opts.bugs.is_empty() || scenario == "register" {
+        ""
+    } else {
+        " --features planted-bugs"
+    };
     let mut cmd = format!(
-        "cargo run --release -p ryu-scenarios -- run --scenario {scenario} --seed {}",
+        "cargo run --release -p ryu-scenarios{features} -- run --scenario {scenario} --seed {}",
         opts.seed
     );
     for bug in &opts.bugs {

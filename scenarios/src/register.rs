@@ -581,38 +581,8 @@ impl World {
         let now = self.now();
         let mut nodes: Vec<NodeId> = (0..self.replicas.len()).map(replica_node).collect();
         nodes.extend(self.clients.iter().map(|c| c.node));
-        match self.rng.below(3) {
-            0 => {
-                let mut a = Vec::new();
-                let mut b = Vec::new();
-                for n in nodes {
-                    if self.rng.chance(Ratio::new(1, 2)) {
-                        a.push(n)
-                    } else {
-                        b.push(n)
-                    }
-                }
-                trace_event!(self.trace, now, None, "partition", "{a:?} | {b:?}");
-                self.net.partition(&[a, b]);
-            }
-            1 => {
-                let n = nodes[self.rng.index(nodes.len())];
-                trace_event!(self.trace, now, None, "isolate", "{n}");
-                self.net.isolate(n);
-            }
-            _ => {
-                for _ in 0..self.rng.between(1, 4) {
-                    let (a, b) = (
-                        nodes[self.rng.index(nodes.len())],
-                        nodes[self.rng.index(nodes.len())],
-                    );
-                    if a != b {
-                        trace_event!(self.trace, now, None, "cut", "{a}->{b}");
-                        self.net.cut(a, b);
-                    }
-                }
-            }
-        }
+        let what = self.net.random_partition(&mut self.rng, &nodes);
+        trace_event!(self.trace, now, None, "fault", "{what}");
         let d = self.rng.between(20, 800) * 1_000_000;
         self.queue.schedule_in(d, Ev::Heal);
     }

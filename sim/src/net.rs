@@ -270,6 +270,44 @@ impl<M: Clone> SimNetwork<M> {
         }
     }
 
+    /// Cut links in a random shape drawn from `rng` (a two-sided split of `nodes`,
+    /// one node isolated, or one to four directed links, so asymmetric cuts too) and
+    /// describe what was cut, for the trace.
+    pub fn random_partition(&mut self, rng: &mut SimRng, nodes: &[NodeId]) -> String {
+        assert!(!nodes.is_empty(), "partitioning an empty network");
+        match rng.below(3) {
+            0 => {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for &n in nodes {
+                    if rng.chance(Ratio::new(1, 2)) {
+                        a.push(n)
+                    } else {
+                        b.push(n)
+                    }
+                }
+                let what = format!("partition {a:?} | {b:?}");
+                self.partition(&[a, b]);
+                what
+            }
+            1 => {
+                let n = nodes[rng.index(nodes.len())];
+                self.isolate(n);
+                format!("isolate {n}")
+            }
+            _ => {
+                let mut cuts = Vec::new();
+                for _ in 0..rng.between(1, 4) {
+                    let (a, b) = (nodes[rng.index(nodes.len())], nodes[rng.index(nodes.len())]);
+                    if a != b {
+                        self.cut(a, b);
+                        cuts.push(format!("{a}->{b}"));
+                    }
+                }
+                format!("cut {}", cuts.join(" "))
+            }
+        }
+    }
+
     /// Restore every link.
     pub fn heal(&mut self) {
         self.cut.clear();

@@ -5,8 +5,10 @@
 //! - `paper`: scenarios from the Raft paper, citing the sections they check.
 //! - `features`: flow control, snapshots, reads, transfer, membership.
 //! - `random`: seeded random networks checked for the safety properties.
+//! - `disk_log`: the durable log over `SimDisk`: formats, recovery, crash sweep.
 
 mod cluster;
+mod disk_log;
 mod features;
 mod interaction;
 mod paper;

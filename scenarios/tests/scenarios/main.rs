@@ -2,6 +2,8 @@
 //! interface: determinism (in one process and across processes), a determinism check
 //! with teeth, and replay lines that really replay.
 
+mod planted;
+
 use ryu_scenarios::{RunOptions, assert_seeds, check_determinism, run};
 use std::process::Command;
 
@@ -13,11 +15,44 @@ fn register_seeds_hold_linearizability_and_liveness() {
     assert_seeds("register", 0..REGISTER_SEEDS, &[]);
 }
 
+/// 1,000 seeded Raft cluster runs with faults, in four parts so they use both cores.
+const RAFT_SEEDS_PER_PART: u64 = 250;
+
+#[test]
+fn raft_seeds_part_1_hold_every_safety_property_and_liveness() {
+    assert_seeds("raft", 0..RAFT_SEEDS_PER_PART, &[]);
+}
+
+#[test]
+fn raft_seeds_part_2_hold_every_safety_property_and_liveness() {
+    assert_seeds("raft", RAFT_SEEDS_PER_PART..2 * RAFT_SEEDS_PER_PART, &[]);
+}
+
+#[test]
+fn raft_seeds_part_3_hold_every_safety_property_and_liveness() {
+    assert_seeds(
+        "raft",
+        2 * RAFT_SEEDS_PER_PART..3 * RAFT_SEEDS_PER_PART,
+        &[],
+    );
+}
+
+#[test]
+fn raft_seeds_part_4_hold_every_safety_property_and_liveness() {
+    assert_seeds(
+        "raft",
+        3 * RAFT_SEEDS_PER_PART..4 * RAFT_SEEDS_PER_PART,
+        &[],
+    );
+}
+
 #[test]
 fn same_seed_same_fingerprint_in_one_process() {
-    for seed in 0..20 {
-        let fp = check_determinism("register", &RunOptions::new(seed)).unwrap();
-        assert!(fp.is_ok(), "seed {seed}: {fp:?}");
+    for name in ["register", "raft"] {
+        for seed in 0..10 {
+            let fp = check_determinism(name, &RunOptions::new(seed)).unwrap();
+            assert!(fp.is_ok(), "{name} seed {seed}: {fp:?}");
+        }
     }
 }
 

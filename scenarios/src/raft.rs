@@ -1,0 +1,1619 @@
+//! Scenario `raft`: a cluster of 3 to 7 Raft nodes, each over its own `SimDisk` (the
+//! durable `DiskLog` plus a snapshot file) and all over one `SimNetwork`, driven through
+//! crashes (with and without power loss), restarts, pauses, partitions of every shape
+//! (asymmetric too), loss, duplication, reordering, clock drift, membership changes,
+//! log compaction with streamed snapshots, client proposals and ReadIndex reads.
+//!
+//! Persistence takes simulated time: between a node's `ready()` and the moment its
+//! writes are durable, the node may crash, and then nothing of that `Ready` was
+//! written. This is what lets the simulator catch a node that speaks before its words
+//! are durable.
+//!
+//! After every event the checker asserts, over every node's log and state machine:
+//! - **election safety**: at most one leader per term;
+//! - **leader append-only**: a leader never changes or drops an entry of its log
+//!   during its term (compaction aside);
+//! - **log matching**: two logs with an entry of the same index and term agree on all
+//!   entries before it;
+//! - **leader completeness**: a new leader's log holds every entry any node applied;
+//! - **state machine safety**: no two nodes apply different entries at one index, and
+//!   a snapshot's state digest equals the digest of the replicas that applied up to
+//!   its index;
+//! - **durability**: a node restarted from its disk has every entry and the term and
+//!   vote it had made durable (and acknowledged);
+//! - **read safety**: a ReadIndex read returns an index no lower than every commit
+//!   index known anywhere when the read was issued.
+//!
+//! Then a liveness phase: faults stop, the network heals, every node restarts or
+//! resumes; within a bounded simulated time a leader must be elected and a new
+//! proposal applied by a majority of the voters.
+//!
+//! Silent disk corruption (bit flips, misdirected writes, latent sectors) is not drawn
+//! here: a Raft node that loses acknowledged state to corruption needs protocol-aware
+//! recovery, which is future work; the durable log's own tests cover detection.
+
+use crate::{Failure, RunOptions, RunReport};
+use ryu_io::{Clock, Disk, DynDisk, IoError};
+use ryu_raft::{
+    ConfChange, ConfChangeKind, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind,
+    HardState, Index, LeaseRead, LogError, Message, NodeId, RawNode, Ready, Role, SnapshotChunk,
+    SnapshotMeta, Storage, Term,
+};
+use ryu_sim::{
+    DiskFaults, EventQueue, Lifecycle, NetConfig, Ratio, SimClock, SimDisk, SimNetwork, SimRng,
+    Trace, WorldTime, trace_event,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Planted Raft bugs this scenario can switch on (needs the `planted-bugs` feature).
+#[cfg(feature = "planted-bugs")]
+pub const BUGS: &[(&str, &str)] = &[
+    (
+        "commit-previous-term-by-counting",
+        "Figure 8: a leader commits an earlier term's entry by counting replicas",
+    ),
+    (
+        "reply-before-hard-state-durable",
+        "votes leave before term and vote are durable",
+    ),
+    (
+        "ack-append-before-durable",
+        "append acknowledgements leave before the entries are durable",
+    ),
+    (
+        "truncate-on-non-conflicting-append",
+        "a follower truncates its log on an append that does not conflict",
+    ),
+    (
+        "grant-vote-to-stale-log",
+        "votes are granted to a candidate with a less up-to-date log",
+    ),
+    (
+        "read-index-before-commit-in-term",
+        "ReadIndex is served before the leader committed in its term",
+    ),
+    (
+        "count-learners-in-quorum",
+        "learners are counted in the commit quorum",
+    ),
+    (
+        "conf-change-before-noop-committed",
+        "a new leader proposes a membership change before its no-op commits",
+    ),
+];
+
+/// Without the `planted-bugs` feature there is nothing to switch on.
+#[cfg(not(feature = "planted-bugs"))]
+pub const BUGS: &[(&str, &str)] = &[];
+
+#[cfg(feature = "planted-bugs")]
+fn planted_bug(opts: &RunOptions) -> Option<ryu_raft::PlantedBug> {
+    use ryu_raft::PlantedBug as B;
+    let name = opts.bugs.iter().next()?;
+    let index = BUGS.iter().position(|(n, _)| n == name)?;
+    let all = [
+        B::CommitPreviousTermByCounting,
+        B::ReplyBeforeHardStateDurable,
+        B::AckAppendBeforeDurable,
+        B::TruncateOnNonConflictingAppend,
+        B::GrantVoteToStaleLog,
+        B::ReadIndexBeforeCommitInTerm,
+        B::CountLearnersInQuorum,
+        B::ConfChangeBeforeNoopCommitted,
+    ];
+    Some(all[index])
+}
+
+const TICK_NS: u64 = 10_000_000;
+const LIVENESS_BOUND_NS: u64 = 30_000_000_000;
+const SNAP_FILE: &str = "snap";
+const RECV_FILE: &str = "snap.recv";
+const LOG_DIR: &str = "raft";
+
+#[derive(Debug, Clone)]
+struct Shape {
+    initial_voters: u64,
+    spare_nodes: u64,
+    fault_phase_ns: u64,
+    fault_interval_ns: u64,
+    propose_interval_ns: u64,
+    read_interval_ns: u64,
+    crashes: bool,
+    power_loss: Ratio,
+    pauses: bool,
+    partitions: bool,
+    membership: bool,
+    compact_every: u64,
+    net: NetConfig,
+    disk: DiskFaults,
+    drift_ppm_max: i64,
+    lease: bool,
+    pre_vote: bool,
+    persist_ns_max: u64,
+}
+
+impl Shape {
+    fn draw(rng: &mut SimRng) -> Shape {
+        let initial_voters = [3, 3, 4, 5, 5, 7][rng.index(6)];
+        let mut disk = DiskFaults::default();
+        if rng.chance(Ratio::new(1, 2)) {
+            disk.write_error = Ratio::new(rng.between(1, 3) as u32, 1000);
+            disk.sync_error = Ratio::new(rng.between(1, 3) as u32, 1000);
+        }
+        let mut net = NetConfig::draw(rng);
+        net.latency_max_ns = net.latency_max_ns.min(20_000_000);
+        Shape {
+            initial_voters,
+            spare_nodes: rng.between(0, 2),
+            fault_phase_ns: rng.between(2_000, 10_000) * 1_000_000,
+            fault_interval_ns: rng.between(20, 500) * 1_000_000,
+            propose_interval_ns: rng.between(2, 50) * 1_000_000,
+            read_interval_ns: rng.between(5, 100) * 1_000_000,
+            crashes: rng.chance(Ratio::new(3, 4)),
+            power_loss: Ratio::new(rng.between(0, 4) as u32, 4),
+            pauses: rng.chance(Ratio::new(1, 2)),
+            partitions: rng.chance(Ratio::new(3, 4)),
+            membership: rng.chance(Ratio::new(1, 2)),
+            compact_every: [0, 10, 50, 200][rng.index(4)],
+            net,
+            disk,
+            drift_ppm_max: [0, 100, 10_000][rng.index(3)] as i64,
+            lease: rng.chance(Ratio::new(1, 4)),
+            pre_vote: rng.chance(Ratio::new(3, 4)),
+            persist_ns_max: rng.between(100_000, 5_000_000),
+        }
+    }
+}
+
+/// The replicated state machine of this scenario: a counter and a digest chain over
+/// every applied entry, plus the last value written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct StateMachine {
+    applied: Index,
+    applied_term: Term,
+    digest: u64,
+    count: u64,
+    conf: ConfState,
+}
+
+fn mix(digest: u64, index: Index, term: Term, data: &[u8]) -> u64 {
+    let mut h = digest ^ 0x9e37_79b9_7f4a_7c15;
+    for b in index
+        .to_le_bytes()
+        .iter()
+        .chain(term.to_le_bytes().iter())
+        .chain(data)
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl StateMachine {
+    /// Snapshot payload: applied u64, term u64, digest u64, count u64, crc32 u32.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(36);
+        for v in [self.applied, self.applied_term, self.digest, self.count] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8], conf: ConfState) -> Option<StateMachine> {
+        if bytes.len() != 36 || crc32fast::hash(&bytes[..32]).to_le_bytes() != bytes[32..36] {
+            return None;
+        }
+        let w = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Some(StateMachine {
+            applied: w(0),
+            applied_term: w(1),
+            digest: w(2),
+            count: w(3),
+            conf,
+        })
+    }
+}
+
+/// The snapshot file: meta index u64, term u64, conf state (as the log's meta encodes
+/// it is not reused here: voters and learners only, count u32 + ids), payload length
+/// u32, payload, crc32 of everything before.
+fn encode_snap_file(meta: &SnapshotMeta, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&meta.index.to_le_bytes());
+    out.extend_from_slice(&meta.term.to_le_bytes());
+    for set in [&meta.conf_state.voters, &meta.conf_state.learners] {
+        out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        for id in set {
+            out.extend_from_slice(&id.0.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_snap_file(bytes: &[u8]) -> Option<(SnapshotMeta, Vec<u8>)> {
+    if bytes.len() < 4
+        || crc32fast::hash(&bytes[..bytes.len() - 4]).to_le_bytes() != bytes[bytes.len() - 4..]
+    {
+        return None;
+    }
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = bytes.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    let u64_ = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8"));
+    let u32_ = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4"));
+    let index = u64_(take(8)?);
+    let term = u64_(take(8)?);
+    let mut sets = Vec::new();
+    for _ in 0..2 {
+        let n = u32_(take(4)?);
+        let mut set = BTreeSet::new();
+        for _ in 0..n {
+            set.insert(NodeId(u64_(take(8)?)));
+        }
+        sets.push(set);
+    }
+    let len = u32_(take(4)?) as usize;
+    let payload = take(len)?.to_vec();
+    let learners = sets.pop().expect("two sets");
+    let voters = sets.pop().expect("two sets");
+    let conf_state = ConfState {
+        voters,
+        learners,
+        ..ConfState::default()
+    };
+    Some((
+        SnapshotMeta {
+            index,
+            term,
+            conf_state,
+        },
+        payload,
+    ))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DurableView {
+    hard_state: HardState,
+    first_index: Index,
+    terms: Vec<Term>,
+}
+
+impl DurableView {
+    fn of(log: &DiskLog) -> DurableView {
+        DurableView {
+            hard_state: log.hard_state(),
+            first_index: log.first_index().expect("in memory"),
+            terms: log.all_entries().iter().map(|e| e.term).collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let last = self.first_index + self.terms.len() as u64 - 1;
+        format!(
+            "hs={:?} log=[{}..={}] last_term={:?}",
+            self.hard_state,
+            self.first_index,
+            last,
+            self.terms.last()
+        )
+    }
+
+    /// Does `recovered` keep the hard state this view promised (term never lower;
+    /// in the same term, the same vote and no lower commit)?
+    fn hard_state_kept_by(&self, recovered: &DurableView) -> bool {
+        let hs = (self.hard_state, recovered.hard_state);
+        if hs.1.term < hs.0.term
+            || (hs.1.term == hs.0.term && hs.1.vote != hs.0.vote && hs.0.vote.is_some())
+        {
+            return false;
+        }
+        !(hs.1.term == hs.0.term && hs.1.commit < hs.0.commit)
+    }
+
+    /// Does `recovered` hold every entry this view held?
+    fn log_kept_by(&self, recovered: &DurableView) -> bool {
+        // Every entry the view held above the recovered snapshot must still be there,
+        // unless the recovered log moved past it with a snapshot.
+        for (k, term) in self.terms.iter().enumerate() {
+            let index = self.first_index + k as u64;
+            if index < recovered.first_index {
+                continue;
+            }
+            let at = (index - recovered.first_index) as usize;
+            if recovered.terms.get(at) != Some(term) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Node {
+    id: u64,
+    disk: SimDisk,
+    clock: SimClock,
+    life: Lifecycle,
+    incarnation: u64,
+    raw: Option<RawNode<DiskLog>>,
+    pending: Option<Ready>,
+    sm: StateMachine,
+    held: Vec<Message>,
+    /// Ticks handed to Raft so far, counted on this node's clock.
+    ticks: u64,
+    /// Member of the cluster (initial voter, or added by a conf change).
+    started: bool,
+    removed: bool,
+    /// What this node has made durable and acknowledged.
+    acked: Option<DurableView>,
+    /// What a failed persist was trying to reach (it may or may not have landed).
+    attempted: Option<DurableView>,
+    rng: SimRng,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Tick(u64),
+    PersistDone(u64, u64),
+    Propose,
+    Read,
+    Fault,
+    Heal,
+    Restart(u64),
+    Resume(u64),
+    EndFaults,
+    Probe,
+    Deadline,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    node: u64,
+    min_index: Index,
+    invoked_ns: u64,
+}
+
+/// Run the scenario for one seed.
+pub fn run(opts: &RunOptions) -> RunReport {
+    let mut world = World::new(opts.clone());
+    let result = world.run();
+    RunReport {
+        scenario: "raft",
+        seed: opts.seed,
+        fingerprint: world.trace.fingerprint(),
+        events: world.trace.events(),
+        summary: world.summary(),
+        result: result.map_err(|message| Failure {
+            message,
+            trace_tail: world.trace.tail().map(String::from).collect(),
+        }),
+    }
+}
+
+struct World {
+    // Read only to switch on a planted bug.
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    opts: RunOptions,
+    shape: Shape,
+    rng: SimRng,
+    time: WorldTime,
+    queue: EventQueue<Ev>,
+    net: SimNetwork<Message>,
+    trace: Trace,
+    nodes: BTreeMap<u64, Node>,
+    faults_on: bool,
+    next_value: u64,
+    /// term -> leader, as observed.
+    leaders: BTreeMap<Term, u64>,
+    /// (node, term) -> the leader's log terms from its first index when last checked.
+    leader_logs: BTreeMap<(u64, Term), (Index, Vec<Term>)>,
+    /// index -> (term, data digest, state digest after applying): what was applied.
+    applied: BTreeMap<Index, (Term, u64, u64)>,
+    /// index -> the highest term any node had reached when the entry was first
+    /// applied. The entry was committed in that term or earlier, so every leader of a
+    /// later term must hold it (leader completeness, §5.4).
+    committed_by_term: BTreeMap<Index, Term>,
+    /// Proposal values applied, to catch an entry applied twice.
+    applied_values: BTreeSet<Vec<u8>>,
+    reads: BTreeMap<Vec<u8>, PendingRead>,
+    next_read: u64,
+    reads_done: u64,
+    proposals_applied: u64,
+    probe_value: Option<Vec<u8>>,
+    /// Nodes that applied the current probe.
+    probe_applied_by: BTreeSet<u64>,
+    conf_changes: u64,
+}
+
+impl World {
+    fn new(opts: RunOptions) -> World {
+        let mut rng = SimRng::new(opts.seed);
+        let shape = Shape::draw(&mut rng);
+        let ids: Vec<u64> = (1..=shape.initial_voters + shape.spare_nodes).collect();
+        let net = SimNetwork::new(rng.fork("net"), shape.net, &ids);
+        let time = WorldTime::new();
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let drift = if shape.drift_ppm_max == 0 {
+                0
+            } else {
+                rng.between(0, 2 * shape.drift_ppm_max as u64) as i64 - shape.drift_ppm_max
+            };
+            let disk = SimDisk::with_faults(rng.fork("disk").next_u64(), shape.disk);
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    disk,
+                    clock: SimClock::new(time.clone(), drift, 0),
+                    life: Lifecycle::Crashed,
+                    incarnation: 0,
+                    raw: None,
+                    pending: None,
+                    sm: StateMachine::default(),
+                    held: Vec::new(),
+                    ticks: 0,
+                    started: id <= shape.initial_voters,
+                    removed: false,
+                    acked: None,
+                    attempted: None,
+                    rng: rng.fork("node"),
+                },
+            );
+        }
+        let mut trace = Trace::new(opts.trace_tail_lines.max(60));
+        trace.set_echo(opts.echo_trace);
+        World {
+            opts,
+            shape,
+            rng,
+            time,
+            queue: EventQueue::new(),
+            net,
+            trace,
+            nodes,
+            faults_on: true,
+            next_value: 1,
+            leaders: BTreeMap::new(),
+            leader_logs: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
+            applied_values: BTreeSet::new(),
+            reads: BTreeMap::new(),
+            next_read: 0,
+            reads_done: 0,
+            proposals_applied: 0,
+            probe_value: None,
+            probe_applied_by: BTreeSet::new(),
+            conf_changes: 0,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let s = &self.shape;
+        let n = self.net.counts();
+        let crashes: u64 = self
+            .nodes
+            .values()
+            .map(|n| n.disk.fault_counts().crashes)
+            .sum();
+        format!(
+            "voters={} spares={} lease={} prevote={} drift<={}ppm compact={} membership={} loss={} dup={} reorder={}; \
+             applied={} reads={} conf_changes={} leaders={} crashes={} net: sent={} lost={} cut={}",
+            s.initial_voters,
+            s.spare_nodes,
+            s.lease,
+            s.pre_vote,
+            s.drift_ppm_max,
+            s.compact_every,
+            s.membership,
+            s.net.loss,
+            s.net.duplicate,
+            s.net.reorder,
+            self.proposals_applied,
+            self.reads_done,
+            self.conf_changes,
+            self.leaders.len(),
+            crashes,
+            n.sent,
+            n.lost,
+            n.cut_at_send + n.cut_in_flight
+        )
+    }
+
+    fn now(&self) -> u64 {
+        self.queue.now_ns()
+    }
+
+    fn config(&self, id: u64, applied: Index) -> Config {
+        let mut c = Config::new(id);
+        c.election_tick = 10;
+        c.heartbeat_tick = 2;
+        c.pre_vote = self.shape.pre_vote;
+        c.check_quorum = true;
+        c.max_size_per_msg_bytes = 4096;
+        c.max_inflight_msgs = 16;
+        c.max_snapshot_chunk_bytes = 16;
+        c.applied = applied;
+        if self.shape.lease {
+            // Drift is at most drift_ppm_max; over an election timeout that is far
+            // below one tick, so a bound of 2 ticks is safe.
+            c.lease_read = Some(LeaseRead {
+                max_clock_drift_ticks: 2,
+            });
+        }
+        #[cfg(feature = "planted-bugs")]
+        {
+            c.planted_bug = planted_bug(&self.opts);
+        }
+        c
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if self.nodes[&id].started {
+                self.start(id)?;
+            }
+        }
+        self.queue
+            .schedule_in(self.shape.propose_interval_ns, Ev::Propose);
+        self.queue
+            .schedule_in(self.shape.read_interval_ns, Ev::Read);
+        self.queue
+            .schedule_in(self.shape.fault_interval_ns, Ev::Fault);
+        self.queue
+            .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
+        loop {
+            let next_net = self.net.next_delivery_ns();
+            let next_ev = self.queue.peek_time();
+            let net_first = match (next_net, next_ev) {
+                (None, None) => return Err("the world stopped: no event left".into()),
+                (Some(n), Some(e)) => n <= e,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if net_first {
+                let at = next_net.expect("checked");
+                self.queue.advance_to(at);
+                self.time.set(at);
+                if let Some(d) = self.net.pop_due(at) {
+                    self.deliver(d.to, d.msg)?;
+                }
+            } else {
+                let (at, ev) = self.queue.pop().expect("peeked");
+                self.time.set(at);
+                if self.handle(ev)? {
+                    return Ok(());
+                }
+            }
+            self.check()?;
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<bool, String> {
+        match ev {
+            Ev::Tick(id) => self.tick(id)?,
+            Ev::PersistDone(id, inc) => self.persist_done(id, inc)?,
+            Ev::Propose => {
+                self.propose()?;
+                if self.faults_on {
+                    self.queue
+                        .schedule_in(self.shape.propose_interval_ns, Ev::Propose);
+                }
+            }
+            Ev::Read => {
+                self.read()?;
+                if self.faults_on {
+                    self.queue
+                        .schedule_in(self.shape.read_interval_ns, Ev::Read);
+                }
+            }
+            Ev::Fault => {
+                if self.faults_on {
+                    self.fault()?;
+                    let d = self.rng.between(1, 2 * self.shape.fault_interval_ns);
+                    self.queue.schedule_in(d, Ev::Fault);
+                }
+            }
+            Ev::Heal => {
+                trace_event!(self.trace, self.now(), None, "heal", "");
+                self.net.heal();
+            }
+            Ev::Restart(id) => self.start(id)?,
+            Ev::Resume(id) => self.resume(id)?,
+            Ev::EndFaults => self.end_faults()?,
+            Ev::Probe => return self.probe(),
+            Ev::Deadline => {
+                return Err(format!(
+                    "liveness: no leader committed a new proposal within {} s after faults healed",
+                    LIVENESS_BOUND_NS / 1_000_000_000
+                ));
+            }
+        }
+        Ok(false)
+    }
+
+    // ---- node lifecycle -----------------------------------------------------------
+
+    fn start(&mut self, id: u64) -> Result<(), String> {
+        let now = self.now();
+        let config = self.config(id, 0);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        if node.life != Lifecycle::Crashed || node.removed {
+            return Ok(());
+        }
+        // Every node, joining ones too, starts knowing the bootstrap membership (as
+        // etcd's --initial-cluster): the log replays conf changes on top of it.
+        let initial = ConfState::with_voters(1..=self.shape.initial_voters);
+        let disk: DynDisk = Arc::new(node.disk.clone());
+        let opened = open_node(&disk, initial);
+        let (log, sm) = match opened {
+            Ok(x) => x,
+            Err(OpenFailure::Retry(e)) => {
+                trace_event!(self.trace, now, Some(id), "start-failed", "{e}");
+                node.disk.crash();
+                self.queue.schedule_in(50_000_000, Ev::Restart(id));
+                return Ok(());
+            }
+            Err(OpenFailure::Fatal(e)) => {
+                return Err(format!("node {id} cannot recover its disk: {e}"));
+            }
+        };
+        let recovered = DurableView::of(&log);
+        if let Some(acked) = &node.acked {
+            // A failed persist may have made some of its writes durable (its entries
+            // but not its hard state, say): the log may match either view.
+            let ok = acked.hard_state_kept_by(&recovered)
+                && (acked.log_kept_by(&recovered)
+                    || node
+                        .attempted
+                        .as_ref()
+                        .is_some_and(|a| a.log_kept_by(&recovered)));
+            if !ok {
+                return Err(format!(
+                    "durability: node {id} recovered {} but had made durable {} (attempted {:?})",
+                    recovered.describe(),
+                    acked.describe(),
+                    node.attempted.as_ref().map(DurableView::describe)
+                ));
+            }
+        }
+        node.acked = Some(recovered);
+        node.attempted = None;
+        let config = Config {
+            applied: sm.applied,
+            ..config
+        };
+        let raw = RawNode::new(&config, log, node.rng.child_chacha("raft"))
+            .map_err(|e| format!("node {id} failed to start raft: {e}"))?;
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "start",
+            "applied={} hs={:?}",
+            sm.applied,
+            raw.hard_state()
+        );
+        node.sm = sm;
+        node.raw = Some(raw);
+        node.ticks = node.clock.monotonic_ns() / TICK_NS;
+        node.pending = None;
+        node.life = Lifecycle::Up;
+        node.incarnation += 1;
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    fn schedule_tick(&mut self, id: u64) {
+        let node = &self.nodes[&id];
+        // A node ticks every TICK_NS of its own clock; a fast clock ticks more often.
+        let drift = node.clock.drift_ppm();
+        let interval = (i128::from(TICK_NS) * 1_000_000 / (1_000_000 + i128::from(drift))) as u64;
+        self.queue.schedule_in(interval, Ev::Tick(id));
+    }
+
+    fn crash(&mut self, id: u64, power_loss: bool, why: &str) {
+        let now = self.now();
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "crash",
+            "{why} power_loss={power_loss}"
+        );
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.raw = None;
+        node.pending = None;
+        node.held.clear();
+        node.life = Lifecycle::Crashed;
+        if power_loss {
+            node.disk.crash();
+        }
+        self.net.drop_node_traffic(id);
+        self.reads.retain(|_, r| r.node != id);
+        if !node.removed {
+            let d = self.rng.between(10, 1000) * 1_000_000;
+            self.queue.schedule_in(d, Ev::Restart(id));
+        }
+    }
+
+    fn resume(&mut self, id: u64) -> Result<(), String> {
+        if self.nodes[&id].life != Lifecycle::Paused {
+            return Ok(());
+        }
+        trace_event!(self.trace, self.now(), Some(id), "resume", "");
+        self.nodes.get_mut(&id).expect("node").life = Lifecycle::Up;
+        for m in std::mem::take(&mut self.nodes.get_mut(&id).expect("node").held) {
+            self.deliver(id, m)?;
+        }
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    fn tick(&mut self, id: u64) -> Result<(), String> {
+        if self.nodes[&id].life != Lifecycle::Up {
+            return Ok(());
+        }
+        self.catch_up_ticks(id);
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    /// Hand Raft every tick its clock says is due, before it sees any other input.
+    /// Time-based decisions (leases above all) are only as good as this: a process
+    /// that was paused must learn that time passed before it answers anything, or it
+    /// serves reads from a lease that expired while it slept.
+    fn catch_up_ticks(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let Some(raw) = node.raw.as_mut() else { return };
+        let due = node.clock.monotonic_ns() / TICK_NS;
+        while node.ticks < due {
+            raw.tick();
+            node.ticks += 1;
+        }
+    }
+
+    fn deliver(&mut self, to: u64, msg: Message) -> Result<(), String> {
+        let Some(node) = self.nodes.get_mut(&to) else {
+            return Ok(());
+        };
+        match node.life {
+            Lifecycle::Crashed => return Ok(()),
+            Lifecycle::Paused => {
+                node.held.push(msg);
+                return Ok(());
+            }
+            Lifecycle::Up => {}
+        }
+        trace_event!(self.trace, self.queue.now_ns(), Some(to), "recv", "{msg:?}");
+        self.catch_up_ticks(to);
+        let node = self.nodes.get_mut(&to).expect("node");
+        node.raw.as_mut().expect("up").step(msg);
+        self.drive(to)
+    }
+
+    fn send_all(&mut self, from: u64, msgs: Vec<Message>, delay_ns: u64) {
+        let at = self.now() + delay_ns;
+        for m in msgs {
+            trace_event!(self.trace, self.now(), Some(from), "send", "{m:?}");
+            let to = m.to.0;
+            self.net.send(at, from, to, m);
+        }
+    }
+
+    // ---- the Ready loop -------------------------------------------------------------
+
+    /// Take a `Ready` if the node has one and is not already waiting on its disk.
+    fn drive(&mut self, id: u64) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.life != Lifecycle::Up || node.pending.is_some() {
+            return Ok(());
+        }
+        let raw = node.raw.as_mut().expect("up");
+        if !raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = raw.ready();
+        let msgs = std::mem::take(&mut rd.messages);
+        let requests = std::mem::take(&mut rd.snapshot_requests);
+        self.send_all(id, msgs, 0);
+        for req in requests {
+            self.serve_snapshot_request(id, req);
+        }
+        let delay = self.rng.between(10_000, self.shape.persist_ns_max);
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.pending = Some(rd);
+        let inc = node.incarnation;
+        self.queue.schedule_in(delay, Ev::PersistDone(id, inc));
+        Ok(())
+    }
+
+    fn serve_snapshot_request(&mut self, id: u64, req: ryu_raft::SnapshotRequest) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let raw = node.raw.as_mut().expect("up");
+        let file = read_file(&node.disk, SNAP_FILE);
+        let chunk = file.as_ref().and_then(|bytes| {
+            let (meta, _) = decode_snap_file(bytes)?;
+            (meta.index == req.meta.index && meta.term == req.meta.term).then(|| {
+                let start = (req.offset as usize).min(bytes.len());
+                let end = (start + req.max_bytes as usize).min(bytes.len());
+                SnapshotChunk {
+                    meta: req.meta.clone(),
+                    offset: req.offset,
+                    data: bytes[start..end].to_vec(),
+                    done: end == bytes.len(),
+                }
+            })
+        });
+        match chunk {
+            Some(c) => {
+                let _ = raw.send_snapshot_chunk(req.to, c);
+            }
+            None => raw.abort_snapshot(req.to),
+        }
+    }
+
+    fn persist_done(&mut self, id: u64, incarnation: u64) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.incarnation != incarnation || node.life == Lifecycle::Crashed {
+            return Ok(());
+        }
+        if node.life == Lifecycle::Paused {
+            // The process is stopped: its disk work finishes when it resumes.
+            self.queue
+                .schedule_in(TICK_NS, Ev::PersistDone(id, incarnation));
+            return Ok(());
+        }
+        self.catch_up_ticks(id);
+        let node = self.nodes.get_mut(&id).expect("node");
+        let mut rd = node.pending.take().expect("a ready was pending");
+        if let Err(e) = self.write_ready(id, &mut rd) {
+            let power = self.rng.chance(Ratio::new(1, 2));
+            self.crash(id, power, &format!("poisoned: {e}"));
+            return Ok(());
+        }
+        let persisted = std::mem::take(&mut rd.persisted_messages);
+        self.send_all(id, persisted, 0);
+        let committed = std::mem::take(&mut rd.committed_entries);
+        for entry in committed {
+            if !self.apply(id, &entry)? {
+                return Ok(()); // the node crashed
+            }
+        }
+        for rs in std::mem::take(&mut rd.read_states) {
+            if let Some(pending) = self.reads.remove(&rs.context) {
+                if rs.index < pending.min_index {
+                    return Err(format!(
+                        "stale read: node {} served read {:?} at index {} but index {} was committed before it was issued (at {} ns)",
+                        pending.node,
+                        String::from_utf8_lossy(&rs.context),
+                        rs.index,
+                        pending.min_index,
+                        pending.invoked_ns
+                    ));
+                }
+                self.reads_done += 1;
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.raw.as_mut().expect("up").advance();
+        self.maybe_compact(id)?;
+        self.drive(id)
+    }
+
+    /// Steps 2-3 of a Ready: staged snapshot chunks, an installed snapshot, entries
+    /// and hard state. Every write is durable when this returns Ok.
+    fn write_ready(&mut self, id: u64, rd: &mut Ready) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        for rc in std::mem::take(&mut rd.received_chunks) {
+            stage_chunk(&node.disk, &rc.chunk).map_err(|e| e.to_string())?;
+        }
+        if let Some(meta) = rd.snapshot.clone() {
+            let staged = read_file(&node.disk, RECV_FILE).ok_or("no staged snapshot")?;
+            let (file_meta, payload) =
+                decode_snap_file(&staged).ok_or("staged snapshot does not decode")?;
+            if file_meta.index != meta.index || file_meta.term != meta.term {
+                return Err(format!(
+                    "staged snapshot {} is not {}",
+                    file_meta.index, meta.index
+                ));
+            }
+            let sm = StateMachine::decode(&payload, meta.conf_state.clone())
+                .ok_or("snapshot payload does not decode")?;
+            write_file_atomic(&node.disk, SNAP_FILE, &staged).map_err(|e| e.to_string())?;
+            let raw = node.raw.as_mut().expect("up");
+            let before = DurableView::of(raw.storage());
+            raw.storage_mut()
+                .install_snapshot(meta.clone())
+                .map_err(|e| {
+                    node.attempted = Some(before);
+                    e.to_string()
+                })?;
+            node.sm = sm;
+            let digest_known = self.applied.get(&meta.index).map(|a| a.2);
+            if let Some(d) = digest_known
+                && d != node.sm.digest
+            {
+                return Err(format!(
+                    "state machine safety: snapshot at {} has digest {:x}, replicas applied {d:x}",
+                    meta.index, node.sm.digest
+                ));
+            }
+            trace_event!(
+                self.trace,
+                self.queue.now_ns(),
+                Some(id),
+                "install-snapshot",
+                "index={} term={}",
+                meta.index,
+                meta.term
+            );
+        }
+        let node = self.nodes.get_mut(&id).expect("node");
+        let raw = node.raw.as_mut().expect("up");
+        let intended = intended_view(raw.storage(), rd.hard_state, &rd.entries);
+        match raw.storage_mut().persist(rd.hard_state, &rd.entries) {
+            Ok(()) => {
+                node.acked = Some(DurableView::of(raw.storage()));
+                Ok(())
+            }
+            Err(e) => {
+                node.attempted = Some(intended);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Apply one committed entry. `Ok(false)`: the node crashed (its disk failed).
+    fn apply(&mut self, id: u64, entry: &Entry) -> Result<bool, String> {
+        let now = self.now();
+        let node = self.nodes.get_mut(&id).expect("node");
+        if entry.index <= node.sm.applied {
+            return Ok(true);
+        }
+        if entry.index != node.sm.applied + 1 {
+            return Err(format!(
+                "node {id} applies {} after {}",
+                entry.index, node.sm.applied
+            ));
+        }
+        if entry.kind == EntryKind::ConfChange {
+            let cc = ConfChange::decode(&entry.data)
+                .map_err(|e| format!("conf change does not decode: {e}"))?;
+            let raw = node.raw.as_mut().expect("up");
+            match raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    node.sm.conf = cs.clone();
+                    if let Err(e) = raw.storage_mut().set_conf_state(cs.clone()) {
+                        self.crash(id, false, &format!("poisoned: {e}"));
+                        return Ok(false);
+                    }
+                    trace_event!(
+                        self.trace,
+                        now,
+                        Some(id),
+                        "conf",
+                        "{cc} -> voters={:?} learners={:?}",
+                        cs.voters,
+                        cs.learners
+                    );
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "node {id} cannot apply committed conf change {cc}: {e}"
+                    ));
+                }
+            }
+        }
+        node.sm.digest = mix(node.sm.digest, entry.index, entry.term, &entry.data);
+        node.sm.applied = entry.index;
+        node.sm.applied_term = entry.term;
+        if entry.kind == EntryKind::Normal && !entry.data.is_empty() {
+            node.sm.count += 1;
+        }
+        if self.probe_value.as_deref() == Some(&entry.data[..]) {
+            self.probe_applied_by.insert(id);
+        }
+        let data_digest = mix(0, 0, 0, &entry.data);
+        let digest = node.sm.digest;
+        match self.applied.get(&entry.index) {
+            Some(&(term, dd, sd)) => {
+                if term != entry.term || dd != data_digest || sd != digest {
+                    return Err(format!(
+                        "state machine safety: node {id} applied {}/{} but another node applied {term}/{} at that index",
+                        entry.term, entry.index, entry.index
+                    ));
+                }
+            }
+            None => {
+                self.applied
+                    .insert(entry.index, (entry.term, data_digest, digest));
+                let max_term = self.max_term();
+                self.committed_by_term.insert(entry.index, max_term);
+                if entry.kind == EntryKind::Normal && !entry.data.is_empty() {
+                    self.proposals_applied += 1;
+                    if !self.applied_values.insert(entry.data.clone()) {
+                        return Err(format!(
+                            "value {:?} applied at two indexes",
+                            String::from_utf8_lossy(&entry.data)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn maybe_compact(&mut self, id: u64) -> Result<(), String> {
+        let every = self.shape.compact_every;
+        let node = self.nodes.get_mut(&id).expect("node");
+        let Some(raw) = node.raw.as_mut() else {
+            return Ok(());
+        };
+        let log = raw.storage();
+        let commit = log.hard_state().commit;
+        let first = log.first_index().expect("in memory");
+        // Only entries that are durably committed may be folded into a snapshot:
+        // after a restart the applied index must not exceed the durable commit.
+        if every == 0 || node.sm.applied < first + every || node.sm.applied > commit {
+            return Ok(());
+        }
+        let meta = SnapshotMeta {
+            index: node.sm.applied,
+            term: node.sm.applied_term,
+            conf_state: node.sm.conf.clone(),
+        };
+        let bytes = encode_snap_file(&meta, &node.sm.encode());
+        if let Err(e) = write_file_atomic(&node.disk, SNAP_FILE, &bytes) {
+            self.crash(id, false, &format!("snapshot write failed: {e}"));
+            return Ok(());
+        }
+        if let Err(e) = raw.storage_mut().compact(meta) {
+            self.crash(id, false, &format!("compaction failed: {e}"));
+        }
+        Ok(())
+    }
+
+    /// The highest term any node has reached (in memory or durably).
+    fn max_term(&self) -> Term {
+        self.nodes
+            .values()
+            .map(|n| {
+                let live = n.raw.as_ref().map_or(0, |r| r.hard_state().term);
+                let durable = n.acked.as_ref().map_or(0, |a| a.hard_state.term);
+                live.max(durable)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    // ---- clients ------------------------------------------------------------------
+
+    fn leader(&self) -> Option<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.life == Lifecycle::Up)
+            .filter_map(|n| {
+                n.raw.as_ref().map(|r| {
+                    (
+                        r.hard_state().term,
+                        r.soft_state().role == Role::Leader,
+                        n.id,
+                    )
+                })
+            })
+            .filter(|(_, leader, _)| *leader)
+            .max()
+            .map(|(_, _, id)| id)
+    }
+
+    fn propose(&mut self) -> Result<(), String> {
+        let target = match self.leader() {
+            Some(l) if self.rng.chance(Ratio::new(9, 10)) => l,
+            _ => self.random_up_node().unwrap_or(1),
+        };
+        let value = format!("v{}", self.next_value).into_bytes();
+        self.next_value += 1;
+        self.propose_value(target, value)?;
+        if self.faults_on && self.shape.membership && self.rng.chance(Ratio::new(1, 20)) {
+            self.conf_change()?;
+        }
+        Ok(())
+    }
+
+    fn propose_value(&mut self, target: u64, value: Vec<u8>) -> Result<(), String> {
+        if self.nodes[&target].life != Lifecycle::Up {
+            return Ok(());
+        }
+        self.catch_up_ticks(target);
+        let node = self.nodes.get_mut(&target).expect("node");
+        let r = node.raw.as_mut().expect("up").propose(value.clone());
+        trace_event!(
+            self.trace,
+            self.queue.now_ns(),
+            Some(target),
+            "propose",
+            "{} -> {r:?}",
+            String::from_utf8_lossy(&value)
+        );
+        self.drive(target)
+    }
+
+    fn random_up_node(&mut self) -> Option<u64> {
+        let up: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|n| n.life == Lifecycle::Up)
+            .map(|n| n.id)
+            .collect();
+        (!up.is_empty()).then(|| up[self.rng.index(up.len())])
+    }
+
+    fn read(&mut self) -> Result<(), String> {
+        let Some(target) = self.random_up_node() else {
+            return Ok(());
+        };
+        // Everything any node knows to be committed now must be visible to the read.
+        let min_index = self
+            .nodes
+            .values()
+            .filter_map(|n| n.raw.as_ref())
+            .map(|r| r.raft().log.committed)
+            .max()
+            .unwrap_or(0);
+        let context = format!("r{}", self.next_read).into_bytes();
+        self.next_read += 1;
+        self.catch_up_ticks(target);
+        let node = self.nodes.get_mut(&target).expect("node");
+        let r = node.raw.as_mut().expect("up").read_index(context.clone());
+        trace_event!(
+            self.trace,
+            self.queue.now_ns(),
+            Some(target),
+            "read-index",
+            "{} min={min_index} -> {r:?}",
+            String::from_utf8_lossy(&context)
+        );
+        if r.is_ok() {
+            self.reads.insert(
+                context,
+                PendingRead {
+                    node: target,
+                    min_index,
+                    invoked_ns: self.queue.now_ns(),
+                },
+            );
+        }
+        self.drive(target)
+    }
+
+    fn conf_change(&mut self) -> Result<(), String> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let raw = self.nodes[&leader].raw.as_ref().expect("up");
+        let voters: BTreeSet<u64> = raw
+            .raft()
+            .tracker
+            .config
+            .voters
+            .incoming
+            .iter()
+            .map(|n| n.0)
+            .collect();
+        let learners: BTreeSet<u64> = raw
+            .raft()
+            .tracker
+            .config
+            .learners
+            .iter()
+            .map(|n| n.0)
+            .collect();
+        let all: Vec<u64> = self.nodes.keys().copied().collect();
+        let spare: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|id| !voters.contains(id) && !learners.contains(id) && !self.nodes[id].removed)
+            .collect();
+        let cc = match self.rng.below(3) {
+            0 if !spare.is_empty() => ConfChange::single(
+                ConfChangeKind::AddLearner,
+                spare[self.rng.index(spare.len())],
+            ),
+            1 if !learners.is_empty() => {
+                let l: Vec<u64> = learners.into_iter().collect();
+                ConfChange::single(ConfChangeKind::AddVoter, l[self.rng.index(l.len())])
+            }
+            2 if voters.len() as u64 > self.shape.initial_voters => {
+                let v: Vec<u64> = voters.into_iter().filter(|&v| v != leader).collect();
+                ConfChange::single(ConfChangeKind::AddLearner, v[self.rng.index(v.len())])
+            }
+            _ => return Ok(()),
+        };
+        self.catch_up_ticks(leader);
+        let node = self.nodes.get_mut(&leader).expect("node");
+        let r = node.raw.as_mut().expect("up").propose_conf_change(&cc);
+        trace_event!(
+            self.trace,
+            self.queue.now_ns(),
+            Some(leader),
+            "propose-conf",
+            "{cc} -> {r:?}"
+        );
+        if r.is_ok() {
+            self.conf_changes += 1;
+            // A node being added must be running to catch up.
+            for c in &cc.changes {
+                let n = self.nodes.get_mut(&c.node.0).expect("node");
+                if !n.started {
+                    n.started = true;
+                    let id = n.id;
+                    self.start(id)?;
+                }
+            }
+        }
+        self.drive(leader)
+    }
+
+    // ---- faults -------------------------------------------------------------------
+
+    fn fault(&mut self) -> Result<(), String> {
+        let f = (self.shape.initial_voters - 1) / 2;
+        let down = self
+            .nodes
+            .values()
+            .filter(|n| n.started && n.life != Lifecycle::Up)
+            .count() as u64;
+        match self.rng.below(3) {
+            0 if self.shape.crashes && down < f => {
+                if let Some(id) = self.random_up_node() {
+                    let power = self.rng.chance(self.shape.power_loss);
+                    self.crash(id, power, "scheduled");
+                }
+            }
+            1 if self.shape.pauses && down < f => {
+                if let Some(id) = self.random_up_node() {
+                    trace_event!(self.trace, self.now(), Some(id), "pause", "");
+                    self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                    let d = self.rng.between(10, 2000) * 1_000_000;
+                    self.queue.schedule_in(d, Ev::Resume(id));
+                }
+            }
+            2 if self.shape.partitions => self.partition(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn partition(&mut self) {
+        let now = self.now();
+        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        let what = self.net.random_partition(&mut self.rng, &nodes);
+        trace_event!(self.trace, now, None, "fault", "{what}");
+        let d = self.rng.between(50, 3000) * 1_000_000;
+        self.queue.schedule_in(d, Ev::Heal);
+    }
+
+    fn end_faults(&mut self) -> Result<(), String> {
+        trace_event!(
+            self.trace,
+            self.now(),
+            None,
+            "liveness-phase",
+            "heal everything"
+        );
+        self.faults_on = false;
+        self.net.heal();
+        let mut config = self.net.config();
+        config.loss = Ratio::ZERO;
+        config.duplicate = Ratio::ZERO;
+        config.reorder = Ratio::ZERO;
+        self.net.set_config(config);
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.nodes[&id].disk.set_faults(DiskFaults::default());
+            match self.nodes[&id].life {
+                Lifecycle::Paused => self.resume(id)?,
+                Lifecycle::Crashed if self.nodes[&id].started => self.start(id)?,
+                _ => {}
+            }
+        }
+        self.queue.schedule_in(LIVENESS_BOUND_NS, Ev::Deadline);
+        self.queue.schedule_in(TICK_NS * 5, Ev::Probe);
+        Ok(())
+    }
+
+    /// Liveness: propose a probe at the leader until a majority of the leader's
+    /// voters applied it.
+    fn probe(&mut self) -> Result<bool, String> {
+        if let Some(leader) = self.leader() {
+            let voters = &self.nodes[&leader]
+                .raw
+                .as_ref()
+                .expect("up")
+                .raft()
+                .tracker
+                .config
+                .voters
+                .incoming;
+            let applied_by = voters
+                .iter()
+                .filter(|v| self.probe_applied_by.contains(&v.0))
+                .count();
+            if self.probe_value.is_some() && applied_by > voters.len() / 2 {
+                trace_event!(
+                    self.trace,
+                    self.now(),
+                    None,
+                    "liveness",
+                    "probe applied by {applied_by} of {} voters",
+                    voters.len()
+                );
+                return Ok(true);
+            }
+            if self.probe_value.is_none() || self.rng.chance(Ratio::new(1, 10)) {
+                let value = format!("probe{}", self.next_value).into_bytes();
+                self.next_value += 1;
+                self.probe_value = Some(value.clone());
+                self.probe_applied_by.clear();
+                self.propose_value(leader, value)?;
+            }
+        }
+        self.queue.schedule_in(TICK_NS * 20, Ev::Probe);
+        Ok(false)
+    }
+
+    // ---- the checker ----------------------------------------------------------------
+
+    fn check(&mut self) -> Result<(), String> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            let Some(raw) = self.nodes[&id].raw.as_ref() else {
+                continue;
+            };
+            let (term, role) = (raw.hard_state().term, raw.soft_state().role);
+            if role != Role::Leader {
+                continue;
+            }
+            let log = &raw.raft().log;
+            match self.leaders.get(&term) {
+                Some(&other) if other != id => {
+                    return Err(format!(
+                        "election safety: nodes {other} and {id} are both leaders of term {term}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(term, id);
+                    // Leader completeness: everything applied anywhere is in its log.
+                    for (&index, &(applied_term, _, _)) in self.applied.range(log.first_index()..) {
+                        if self.committed_by_term[&index] >= term {
+                            continue;
+                        }
+                        if log.term(index).ok() != Some(applied_term) {
+                            return Err(format!(
+                                "leader completeness: new leader {id} of term {term} lacks applied entry {applied_term}/{index}"
+                            ));
+                        }
+                    }
+                }
+            }
+            // Leader append-only.
+            let first = log.first_index();
+            let terms: Vec<Term> = (first..=log.last_index())
+                .map(|i| log.term_or_zero(i))
+                .collect();
+            if let Some((old_first, old_terms)) = self.leader_logs.get(&(id, term)) {
+                for (k, t) in old_terms.iter().enumerate() {
+                    let index = old_first + k as u64;
+                    if index < first {
+                        continue;
+                    }
+                    if terms.get((index - first) as usize) != Some(t) {
+                        return Err(format!(
+                            "leader append-only: leader {id} of term {term} changed entry {index}"
+                        ));
+                    }
+                }
+            }
+            self.leader_logs.insert((id, term), (first, terms));
+        }
+        self.check_log_matching(&ids)
+    }
+
+    fn check_log_matching(&self, ids: &[u64]) -> Result<(), String> {
+        let logs: Vec<(u64, Index, Vec<Term>)> = ids
+            .iter()
+            .filter_map(|id| {
+                let log = &self.nodes[id].raw.as_ref()?.raft().log;
+                let first = log.first_index();
+                Some((
+                    *id,
+                    first,
+                    (first..=log.last_index())
+                        .map(|i| log.term_or_zero(i))
+                        .collect(),
+                ))
+            })
+            .collect();
+        for (a, (ida, fa, ta)) in logs.iter().enumerate() {
+            for (idb, fb, tb) in &logs[a + 1..] {
+                let lo = (*fa).max(*fb);
+                let hi = (fa + ta.len() as u64).min(fb + tb.len() as u64);
+                let term_at = |f: Index, t: &Vec<Term>, i: Index| t[(i - f) as usize];
+                let mut matched = false;
+                for i in (lo..hi).rev() {
+                    let same = term_at(*fa, ta, i) == term_at(*fb, tb, i);
+                    if matched && !same {
+                        return Err(format!(
+                            "log matching: nodes {ida} and {idb} agree at a later index but differ at {i}"
+                        ));
+                    }
+                    matched |= same;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- files ----------------------------------------------------------------------
+
+enum OpenFailure {
+    Retry(String),
+    Fatal(String),
+}
+
+/// Open a node's durable state: the log, then the snapshot file; finish a snapshot
+/// installation or compaction that a crash interrupted.
+fn open_node(disk: &DynDisk, initial: ConfState) -> Result<(DiskLog, StateMachine), OpenFailure> {
+    let mut log = match DiskLog::open(
+        disk.clone(),
+        Path::new(LOG_DIR),
+        initial.clone(),
+        DiskLogOptions {
+            segment_size_bytes: 16 << 10,
+        },
+    ) {
+        Ok(log) => log,
+        Err(LogError::Io(e)) => return Err(OpenFailure::Retry(e.to_string())),
+        Err(LogError::Poisoned) => return Err(OpenFailure::Retry("poisoned".into())),
+        Err(e) => return Err(OpenFailure::Fatal(e.to_string())),
+    };
+    // A rename whose directory sync failed is visible but not durable; make it
+    // durable before acting on what we read (we may compact the log to match it).
+    disk.sync_dir(Path::new(""))
+        .map_err(|e| OpenFailure::Retry(e.to_string()))?;
+    let snap = match disk.open(Path::new(SNAP_FILE)) {
+        Ok(f) => {
+            let mut bytes =
+                vec![0u8; f.len().map_err(|e| OpenFailure::Retry(e.to_string()))? as usize];
+            f.read_at(0, &mut bytes)
+                .map_err(|e| OpenFailure::Retry(e.to_string()))?;
+            Some(
+                decode_snap_file(&bytes)
+                    .ok_or_else(|| OpenFailure::Fatal("snapshot file does not decode".into()))?,
+            )
+        }
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(OpenFailure::Retry(e.to_string())),
+    };
+    let log_snap = log.snapshot_meta().expect("in memory");
+    let sm = match snap {
+        None => {
+            if log_snap.index != 0 {
+                return Err(OpenFailure::Fatal(format!(
+                    "log snapshot at {} but no snapshot file",
+                    log_snap.index
+                )));
+            }
+            StateMachine {
+                conf: initial,
+                ..StateMachine::default()
+            }
+        }
+        Some((meta, payload)) => {
+            let sm = StateMachine::decode(&payload, meta.conf_state.clone())
+                .ok_or_else(|| OpenFailure::Fatal("snapshot payload".into()))?;
+            if meta.index > log_snap.index {
+                // A compaction or installation was interrupted after the snapshot file
+                // became durable: finish it. Keep the log if it holds the snapshot's
+                // entry (compaction), else replace it (installation).
+                let r = if log.term(meta.index).ok() == Some(meta.term) {
+                    log.compact(meta.clone())
+                } else {
+                    log.install_snapshot(meta.clone())
+                };
+                r.map_err(|e| OpenFailure::Retry(e.to_string()))?;
+            } else if meta.index < log_snap.index {
+                return Err(OpenFailure::Fatal(format!(
+                    "snapshot file at {} behind log snapshot {}",
+                    meta.index, log_snap.index
+                )));
+            }
+            sm
+        }
+    };
+    // Raft replays committed entries after `applied`, conf changes included, so the
+    // membership it restarts from must be the one as of `applied` (the snapshot's),
+    // not the latest one applied before the crash.
+    if log.initial_state().expect("in memory").conf_state != sm.conf {
+        log.set_conf_state(sm.conf.clone())
+            .map_err(|e| OpenFailure::Retry(e.to_string()))?;
+    }
+    if sm.applied > log.hard_state().commit {
+        return Err(OpenFailure::Fatal(format!(
+            "applied {} beyond durable commit {}",
+            sm.applied,
+            log.hard_state().commit
+        )));
+    }
+    Ok((log, sm))
+}
+
+fn intended_view(log: &DiskLog, hs: Option<HardState>, entries: &[Entry]) -> DurableView {
+    let mut v = DurableView::of(log);
+    if let Some(first) = entries.first() {
+        v.terms.truncate((first.index - v.first_index) as usize);
+        v.terms.extend(entries.iter().map(|e| e.term));
+    }
+    if let Some(hs) = hs {
+        v.hard_state = hs;
+    }
+    v
+}
+
+fn read_file(disk: &SimDisk, name: &str) -> Option<Vec<u8>> {
+    let f = disk.open(Path::new(name)).ok()?;
+    let mut bytes = vec![0u8; f.len().ok()? as usize];
+    f.read_at(0, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Write a whole file atomically: temp file, sync, rename, sync the directory.
+fn write_file_atomic(disk: &SimDisk, name: &str, bytes: &[u8]) -> Result<(), IoError> {
+    let tmp = format!("{name}.tmp");
+    match disk.remove(Path::new(&tmp)) {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let f = disk.create(Path::new(&tmp))?;
+    f.write_at(0, bytes)?;
+    f.sync_data()?;
+    disk.rename(Path::new(&tmp), Path::new(name))?;
+    disk.sync_dir(Path::new(""))
+}
+
+/// Append a received chunk to the staging file (offset 0 restarts it), durably.
+fn stage_chunk(disk: &SimDisk, chunk: &SnapshotChunk) -> Result<(), IoError> {
+    let path = Path::new(RECV_FILE);
+    let f = match disk.open(path) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => {
+            let f = disk.create(path)?;
+            disk.sync_dir(Path::new(""))?;
+            f
+        }
+        Err(e) => return Err(e),
+    };
+    if chunk.offset == 0 {
+        f.set_len(0)?;
+    }
+    f.write_at(chunk.offset, &chunk.data)?;
+    f.set_len(chunk.offset + chunk.data.len() as u64)?;
+    f.sync_data()
+}
