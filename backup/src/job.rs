@@ -1,0 +1,809 @@
+//! The online backup job: cooperative steps that copy one pinned checkpoint
+//! generation and the WAL up to a snapshot timestamp, then finalize atomically.
+//!
+//! # Phases
+//!
+//! 1. `start`: take the destination lock, pin the newest checkpoint generation, fix the
+//!    snapshot timestamp (the newest durable commit, never below the pinned checkpoint),
+//!    list the pages to copy (all tree pages, or those written since the parent's
+//!    generation for an incremental) and the WAL segments from the pinned WAL start.
+//! 2. Pages: each step reads up to its budget of pages from the source `data` file (a
+//!    pinned generation's pages are never overwritten) and appends them to
+//!    `data.pages` in the temporary directory `dest/.tmp-<id>`.
+//! 3. WAL: each step reads up to its budget of the current segment; once the records up
+//!    to the snapshot timestamp are in memory, the copy is cut after the last of them,
+//!    written and synced. The pin is released when the last byte has been read.
+//! 4. Finalize, one action per step so a crash can fall between any two: sync the pages
+//!    file; write and sync the manifest, sync the temporary directories; read the whole
+//!    temporary backup back and verify it; rename it to `dest/<id>` and sync `dest`;
+//!    release the lock. Until the rename is durable the backup exists only as `.tmp-<id>`,
+//!    which `list` reports as incomplete and `prune` removes.
+//!
+//! A failed step abandons the job: the pin is released, the temporary directory and
+//! the lock are removed (best effort), and every later step returns `JobFinished`.
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, acquire_lock, release_lock, write_file_synced};
+use crate::manifest::{
+    BackupKind, ClusterInfo, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest,
+    TOOL, WalRange, crc_hex,
+};
+use crate::pages::{ENTRY_BYTES, PAGES_FILE, PAGES_HEADER, PagesHeader};
+use crate::verify::{load_manifest, verify_dir};
+use crate::walcopy;
+use crate::{BackupId, TMP_PREFIX};
+use ryu_engine::page::FORMAT_VERSION;
+use ryu_engine::wal::{WAL_VERSION, scan_records};
+use ryu_engine::{DATA_FILE, Db, GenerationPin, PAGE_SIZE, Ts, WAL_DIR};
+use ryu_io::{Clock, DynDisk, DynFile};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How a backup job runs.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// The new backup's id (see [`BackupId`]).
+    pub id: BackupId,
+    /// Make an incremental backup on top of this complete backup in the same
+    /// destination; `None` for a full backup.
+    pub parent: Option<BackupId>,
+    /// Cap every step's budget at this many bytes.
+    pub max_bytes_per_step: Option<u64>,
+    /// Cap the average read rate, measured on the job's clock (monotonic time).
+    pub max_bytes_per_sec: Option<u64>,
+    /// Recorded in the manifest for a replicated node's backup.
+    pub cluster: Option<ClusterInfo>,
+    /// Switch on one planted bug (tests of the simulator only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Classic backup bugs the simulated sweep must catch (feature `planted-bugs` only).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlantedBug {
+    /// Release the generation pin before copying: checkpoints may reuse the pages.
+    CopyWithoutPin,
+    /// Publish (rename) before the copied files are synced.
+    PublishBeforeSync,
+    /// Cut the WAL one record short of the snapshot and claim the snapshot anyway.
+    WalRangeOffByOne,
+}
+
+#[cfg(feature = "planted-bugs")]
+macro_rules! planted {
+    ($job:expr, $bug:ident) => {
+        $job.options.planted_bug == Some(PlantedBug::$bug)
+    };
+}
+#[cfg(not(feature = "planted-bugs"))]
+macro_rules! planted {
+    ($job:expr, $bug:ident) => {
+        false
+    };
+}
+
+/// Bytes read from the source so far, of the total the job expects to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// What a finished job made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub id: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Work remains.
+    Progress(Progress),
+    /// The rate limit allows no bytes now; step again later.
+    Throttled(Progress),
+    /// The backup is complete and durable.
+    Done(Box<BackupSummary>),
+}
+
+/// Free pages a read may span to join two runs of needed pages.
+const MAX_GAP_PAGES: u64 = 16;
+/// Sync the pages file every so many bytes while copying, so that the device writes
+/// the copy back steadily instead of in one burst at finalize that stalls the
+/// foreground's WAL syncs.
+const SYNC_EVERY_BYTES: u64 = 64 << 20;
+
+/// A progress callback.
+pub type ProgressFn = Box<dyn FnMut(Progress) + Send>;
+
+#[derive(Debug)]
+struct SegmentCopy {
+    number: u64,
+    file_len: u64,
+    buf: Vec<u8>,
+    scanned_at_len: usize,
+}
+
+enum Phase {
+    Pages,
+    Wal,
+    SyncPages,
+    WriteManifest,
+    VerifyTmp,
+    Publish,
+    Unlock,
+    Finished,
+}
+
+/// A running backup. Drive it with [`BackupJob::step`] until it returns
+/// [`Step::Done`] or an error.
+pub struct BackupJob {
+    src_disk: DynDisk,
+    src_dir: PathBuf,
+    pin: Option<GenerationPin>,
+    dst: DynDisk,
+    dest: PathBuf,
+    tmp: PathBuf,
+    clock: Arc<dyn Clock>,
+    options: BackupOptions,
+    on_progress: Option<ProgressFn>,
+    started_ns: u64,
+    progress: Progress,
+    /// Bytes read from the source, gaps between needed pages included (what the rate
+    /// limit counts).
+    read_bytes: u64,
+    phase: Phase,
+    manifest: Manifest,
+    // Pages phase.
+    data_file: Option<DynFile>,
+    pages_file: Option<DynFile>,
+    superblock_image: Vec<u8>,
+    superblock_page: u64,
+    page_queue: Vec<u64>,
+    page_next: usize,
+    pages_written: u64,
+    pages_crc: crc32fast::Hasher,
+    // WAL phase.
+    segments: Vec<(u64, u64)>,
+    segment_next: usize,
+    current: Option<SegmentCopy>,
+    /// Header-only copies held back until a later segment with records follows them.
+    pending_empty: Vec<(u64, Vec<u8>)>,
+    next_lsn: u64,
+    last_ts: Ts,
+    wal_done: bool,
+    files: Vec<FileEntry>,
+}
+
+// A production driver runs the job on a background thread.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<BackupJob>();
+};
+
+impl fmt::Debug for BackupJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackupJob")
+            .field("id", &self.manifest.backup_id)
+            .field("dest", &self.dest)
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine_io(context: &'static str, path: &Path, e: ryu_io::IoError) -> Error {
+    Error::Engine(ryu_engine::Error::Io {
+        context,
+        source: ryu_io::IoError::io(context, format!("{}: {e}", path.display())),
+    })
+}
+
+impl BackupJob {
+    /// Start a backup of `db` into `dest_dir/<id>` on `dest_disk`. Takes the
+    /// destination lock (`Locked` if another job holds it), pins the newest checkpoint
+    /// generation and fixes the snapshot timestamp. For an incremental backup the parent
+    /// must be a complete backup in the same destination of an older or equal
+    /// generation.
+    pub fn start(
+        db: &Db,
+        dest_disk: DynDisk,
+        dest_dir: &Path,
+        clock: Arc<dyn Clock>,
+        options: BackupOptions,
+    ) -> Result<BackupJob> {
+        let id = options.id.clone();
+        id.validate()?;
+        let holder = format!(
+            "backup job {} started at unix ns {}",
+            id,
+            clock.wall_unix_ns()
+        );
+        acquire_lock(&dest_disk, dest_dir, &holder)?;
+        match Self::start_locked(db, dest_disk.clone(), dest_dir, clock, options) {
+            Ok(job) => Ok(job),
+            Err(e) => {
+                // Best effort: a leftover is harmless (incomplete, pruned) but untidy.
+                let tmp = dest_dir.join(format!("{TMP_PREFIX}{id}"));
+                let _ = fsutil::remove_tree(&dest_disk, &tmp);
+                let _ = release_lock(&dest_disk, dest_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_locked(
+        db: &Db,
+        dst: DynDisk,
+        dest: &Path,
+        clock: Arc<dyn Clock>,
+        options: BackupOptions,
+    ) -> Result<BackupJob> {
+        let id = options.id.as_str().to_string();
+        let final_dir = dest.join(&id);
+        if dst
+            .exists(&final_dir)
+            .map_err(|e| Error::io("stat", &final_dir, e))?
+        {
+            return Err(Error::Invalid {
+                detail: format!("a backup {id:?} already exists in {}", dest.display()),
+            });
+        }
+        let parent = match &options.parent {
+            Some(p) => Some(load_manifest(&dst, &dest.join(p.as_str()))?),
+            None => None,
+        };
+        // Pin first, then read the newest durable commit: the pinned checkpoint is
+        // durable, so its timestamp never exceeds the visible one read after it.
+        let pin = db.pin_generation();
+        let snapshot_ts = db.last_committed_ts();
+        assert!(pin.checkpoint_ts() <= snapshot_ts);
+        let (kind, pages, parent_fields) = match &parent {
+            None => (BackupKind::Full, pin.tree_pages()?, None),
+            Some(p) => {
+                let pm = &p.manifest;
+                if pm.generation > pin.generation() || pm.snapshot_ts > snapshot_ts {
+                    return Err(Error::BrokenChain {
+                        id: id.clone(),
+                        detail: format!(
+                            "parent {} (generation {}, ts {}) is newer than the database (generation {}, ts {snapshot_ts})",
+                            pm.backup_id,
+                            pm.generation,
+                            pm.snapshot_ts,
+                            pin.generation()
+                        ),
+                    });
+                }
+                let fields = (
+                    pm.backup_id.clone(),
+                    p.crc32.clone(),
+                    pm.chain_root_id.clone(),
+                    pm.generation,
+                );
+                (
+                    BackupKind::Incremental,
+                    pin.pages_written_since(pm.generation)?,
+                    Some(fields),
+                )
+            }
+        };
+        let mut page_queue: Vec<u64> = pages
+            .iter()
+            .flat_map(|r| r.first_page..r.first_page + r.page_count)
+            .collect();
+        let superblock_page = pin.superblock_offset() / PAGE_SIZE as u64;
+        page_queue.push(superblock_page);
+        page_queue.sort_unstable();
+        page_queue.dedup();
+        let (wal_segment, wal_lsn) = pin.wal_start();
+        let mut segments = Vec::new();
+        let mut wal_bytes = 0;
+        for f in pin.files()? {
+            if f.path.starts_with(WAL_DIR) {
+                let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let number = name
+                    .strip_suffix(".log")
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .ok_or_else(|| Error::Invalid {
+                        detail: format!("unexpected WAL file {}", f.path.display()),
+                    })?;
+                let len = f.ranges.iter().map(|r| r.0 + r.1).max().unwrap_or(0);
+                segments.push((number, len));
+                wal_bytes += len;
+            }
+        }
+        segments.sort_unstable();
+        let (src_disk, src_dir) = db.location();
+        let tmp = dest.join(format!("{TMP_PREFIX}{id}"));
+        // We hold the lock, so a leftover temporary directory of this id is dead.
+        fsutil::remove_tree(&dst, &tmp)?;
+        dst.create_dir_all(&tmp.join(WAL_DIR))
+            .map_err(|e| Error::io("create dir", &tmp, e))?;
+        dst.sync_dir(&tmp)
+            .and_then(|()| dst.sync_dir(dest))
+            .map_err(|e| Error::io("sync dir", dest, e))?;
+        let pages_path = tmp.join(PAGES_FILE);
+        let pages_file = dst
+            .create(&pages_path)
+            .map_err(|e| Error::io("create", &pages_path, e))?;
+        let data_path = src_dir.join(DATA_FILE);
+        let data_file = src_disk
+            .open(&data_path)
+            .map_err(|e| engine_io("open", &data_path, e))?;
+        let (parent_id, parent_crc, chain_root, parent_generation) = match parent_fields {
+            Some((a, b, c, d)) => (Some(a), Some(b), c, Some(d)),
+            None => (None, None, id.clone(), None),
+        };
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.to_string(),
+            manifest_version: MANIFEST_VERSION,
+            backup_id: id,
+            kind,
+            parent_id,
+            parent_manifest_crc32: parent_crc,
+            chain_root_id: chain_root,
+            snapshot_ts,
+            checkpoint_ts: pin.checkpoint_ts(),
+            generation: pin.generation(),
+            parent_generation,
+            page_count: pin.data_len_bytes() / PAGE_SIZE as u64,
+            wal: WalRange {
+                first_segment: wal_segment,
+                first_lsn: wal_lsn,
+                last_lsn: wal_lsn - 1,
+                last_ts: pin.checkpoint_ts(),
+            },
+            engine_format_version: FORMAT_VERSION,
+            wal_format_version: WAL_VERSION,
+            created_unix_ns: clock.wall_unix_ns(),
+            tool: TOOL.to_string(),
+            cluster: options.cluster.clone(),
+            files: Vec::new(),
+        };
+        let bytes_total = page_queue.len() as u64 * PAGE_SIZE as u64 + wal_bytes;
+        let started_ns = clock.monotonic_ns();
+        let mut job = BackupJob {
+            src_disk,
+            src_dir,
+            superblock_image: pin.superblock_image(),
+            superblock_page,
+            pin: Some(pin),
+            dst,
+            dest: dest.to_path_buf(),
+            tmp,
+            clock,
+            options,
+            on_progress: None,
+            started_ns,
+            read_bytes: 0,
+            progress: Progress {
+                bytes_done: 0,
+                bytes_total,
+            },
+            phase: Phase::Pages,
+            manifest,
+            data_file: Some(data_file),
+            pages_file: Some(pages_file),
+            page_queue,
+            page_next: 0,
+            pages_written: 0,
+            pages_crc: crc32fast::Hasher::new(),
+            segments,
+            segment_next: 0,
+            current: None,
+            pending_empty: Vec::new(),
+            next_lsn: wal_lsn,
+            last_ts: 0,
+            wal_done: false,
+            files: Vec::new(),
+        };
+        if planted!(job, CopyWithoutPin) {
+            job.pin = None;
+        }
+        Ok(job)
+    }
+
+    /// Call `f` after every step that moved bytes.
+    pub fn on_progress(&mut self, f: ProgressFn) {
+        self.on_progress = Some(f);
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// The snapshot timestamp the backup restores to.
+    pub fn snapshot_ts(&self) -> Ts {
+        self.manifest.snapshot_ts
+    }
+
+    /// The backup's id.
+    pub fn id(&self) -> &str {
+        &self.manifest.backup_id
+    }
+
+    /// Do up to `budget_bytes` of source reads (at least one page or one finalize
+    /// action). An error abandons the job and cleans up.
+    pub fn step(&mut self, budget_bytes: u64) -> Result<Step> {
+        if matches!(self.phase, Phase::Finished) {
+            return Err(Error::JobFinished);
+        }
+        match self.step_inner(budget_bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Give up: release the pin, remove the temporary directory and the lock.
+    pub fn abort(mut self) -> Result<()> {
+        if matches!(self.phase, Phase::Finished) {
+            return Ok(());
+        }
+        self.phase = Phase::Finished;
+        self.pin = None;
+        fsutil::remove_tree(&self.dst, &self.tmp)?;
+        self.dst
+            .sync_dir(&self.dest)
+            .map_err(|e| Error::io("sync dir", &self.dest, e))?;
+        release_lock(&self.dst, &self.dest)
+    }
+
+    fn abandon(&mut self) {
+        self.phase = Phase::Finished;
+        self.pin = None;
+        let _ = fsutil::remove_tree(&self.dst, &self.tmp);
+        let _ = self.dst.sync_dir(&self.dest);
+        let _ = release_lock(&self.dst, &self.dest);
+    }
+
+    fn allowance(&self, budget: u64) -> u64 {
+        let mut budget = budget;
+        if let Some(cap) = self.options.max_bytes_per_step {
+            budget = budget.min(cap);
+        }
+        if let Some(rate) = self.options.max_bytes_per_sec {
+            let elapsed = self.clock.monotonic_ns().saturating_sub(self.started_ns);
+            let allowed = u128::from(rate) * u128::from(elapsed) / 1_000_000_000;
+            let allowed = u64::try_from(allowed).unwrap_or(u64::MAX);
+            budget = budget.min(allowed.saturating_sub(self.read_bytes));
+        }
+        budget
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.progress.bytes_done += bytes;
+        if let Some(f) = self.on_progress.as_mut() {
+            f(self.progress);
+        }
+    }
+
+    fn step_inner(&mut self, budget: u64) -> Result<Step> {
+        let copying = matches!(self.phase, Phase::Pages | Phase::Wal);
+        let budget = self.allowance(budget);
+        if copying && budget < PAGE_SIZE as u64 && self.options.max_bytes_per_sec.is_some() {
+            return Ok(Step::Throttled(self.progress));
+        }
+        match self.phase {
+            Phase::Pages => self.copy_pages(budget)?,
+            Phase::Wal => self.copy_wal(budget)?,
+            Phase::SyncPages => self.sync_pages()?,
+            Phase::WriteManifest => self.write_manifest()?,
+            Phase::VerifyTmp => {
+                let report = verify_dir(&self.dst, &self.dest, &self.tmp)?;
+                if !report.problems.is_empty() {
+                    return Err(Error::VerifyFailed {
+                        id: self.manifest.backup_id.clone(),
+                        problems: report.problems.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                self.phase = Phase::Publish;
+            }
+            Phase::Publish => {
+                let to = self.dest.join(&self.manifest.backup_id);
+                self.dst
+                    .rename(&self.tmp, &to)
+                    .map_err(|e| Error::io("rename", &self.tmp, e))?;
+                self.dst
+                    .sync_dir(&self.dest)
+                    .map_err(|e| Error::io("sync dir", &self.dest, e))?;
+                self.phase = Phase::Unlock;
+            }
+            Phase::Unlock => {
+                // The backup is durable; a crash now leaves only a stale lock.
+                self.phase = Phase::Finished;
+                release_lock(&self.dst, &self.dest)?;
+                return Ok(Step::Done(Box::new(BackupSummary {
+                    id: self.manifest.backup_id.clone(),
+                    dir: self.dest.join(&self.manifest.backup_id),
+                    manifest: self.manifest.clone(),
+                })));
+            }
+            Phase::Finished => unreachable!("checked by step"),
+        }
+        Ok(Step::Progress(self.progress))
+    }
+
+    fn copy_pages(&mut self, budget: u64) -> Result<()> {
+        let mut left = (budget / PAGE_SIZE as u64).max(1) as usize;
+        while left > 0 && self.page_next < self.page_queue.len() {
+            left = left.saturating_sub(self.copy_run(left)?);
+        }
+        if self.page_next == self.page_queue.len() {
+            self.data_file = None;
+            self.phase = Phase::Wal;
+        }
+        Ok(())
+    }
+
+    /// Copy the next pages that lie within one read of at most `want` pages; returns
+    /// the pages read. Gaps of up to [`MAX_GAP_PAGES`] free pages are read and dropped:
+    /// one large sequential read beats many small ones (a tree that many checkpoints
+    /// rewrote is scattered over the file).
+    fn copy_run(&mut self, want: usize) -> Result<usize> {
+        let start = self.page_next;
+        let first = self.page_queue[start];
+        let mut end = start + 1;
+        while end < self.page_queue.len()
+            && self.page_queue[end] - first < want as u64
+            && self.page_queue[end] - self.page_queue[end - 1] <= MAX_GAP_PAGES
+        {
+            end += 1;
+        }
+        let span = (self.page_queue[end - 1] - first + 1) as usize;
+        let mut buf = vec![0u8; span * PAGE_SIZE];
+        let data_path = self.src_dir.join(DATA_FILE);
+        let data = self.data_file.as_ref().expect("open while copying pages");
+        data.read_at(first * PAGE_SIZE as u64, &mut buf)
+            .map_err(|e| engine_io("read", &data_path, e))?;
+        self.read_bytes += buf.len() as u64;
+        let n = end - start;
+        let mut out = Vec::with_capacity(n * ENTRY_BYTES);
+        for &no in &self.page_queue[start..end] {
+            out.extend_from_slice(&no.to_le_bytes());
+            if no == self.superblock_page {
+                // The live slot may hold a newer generation: copy the pinned image.
+                out.extend_from_slice(&self.superblock_image);
+            } else {
+                let at = (no - first) as usize * PAGE_SIZE;
+                out.extend_from_slice(&buf[at..at + PAGE_SIZE]);
+            }
+        }
+        let at = PAGES_HEADER as u64 + self.pages_written * ENTRY_BYTES as u64;
+        let path = self.tmp.join(PAGES_FILE);
+        self.pages_file
+            .as_ref()
+            .expect("open while copying pages")
+            .write_at(at, &out)
+            .map_err(|e| Error::io("write", &path, e))?;
+        self.pages_crc.update(&out);
+        let before = self.pages_written * ENTRY_BYTES as u64;
+        self.pages_written += n as u64;
+        if (self.pages_written * ENTRY_BYTES as u64) / SYNC_EVERY_BYTES > before / SYNC_EVERY_BYTES
+        {
+            self.pages_file
+                .as_ref()
+                .expect("open while copying pages")
+                .sync_data()
+                .map_err(|e| Error::io("sync", &path, e))?;
+        }
+        self.page_next = end;
+        self.advance((n * PAGE_SIZE) as u64);
+        Ok(span)
+    }
+
+    /// The newest commit timestamp the WAL copy keeps.
+    fn wal_upto(&self) -> Ts {
+        let snapshot = self.manifest.snapshot_ts;
+        if planted!(self, WalRangeOffByOne) {
+            return snapshot.saturating_sub(1);
+        }
+        snapshot
+    }
+
+    fn copy_wal(&mut self, budget: u64) -> Result<()> {
+        let snapshot = self.wal_upto();
+        if self.wal_done || (self.current.is_none() && self.segment_next == self.segments.len()) {
+            return self.finish_wal();
+        }
+        if self.current.is_none() {
+            let (number, file_len) = self.segments[self.segment_next];
+            self.segment_next += 1;
+            self.current = Some(SegmentCopy {
+                number,
+                file_len,
+                buf: Vec::new(),
+                scanned_at_len: 0,
+            });
+        }
+        let seg = self.current.as_mut().expect("set above");
+        let path = self
+            .src_dir
+            .join(WAL_DIR)
+            .join(ryu_engine::wal::segment_name(seg.number));
+        let n = budget
+            .max(PAGE_SIZE as u64)
+            .min(seg.file_len - seg.buf.len() as u64) as usize;
+        if n > 0 {
+            let f = self
+                .src_disk
+                .open(&path)
+                .map_err(|e| engine_io("open", &path, e))?;
+            let at = seg.buf.len();
+            seg.buf.resize(at + n, 0);
+            f.read_at(at as u64, &mut seg.buf[at..])
+                .map_err(|e| engine_io("read", &path, e))?;
+        }
+        let bytes_read = n as u64;
+        self.read_bytes += bytes_read;
+        // Scanning is linear in what was read: rescan only once the buffer doubled.
+        let full = seg.buf.len() as u64 == seg.file_len;
+        let rescan = full || seg.buf.len() >= 2 * seg.scanned_at_len.max(PAGE_SIZE);
+        let finished = rescan && {
+            seg.scanned_at_len = seg.buf.len();
+            walcopy::scan_is_final(&seg.buf, seg.file_len, snapshot)
+        };
+        self.advance(bytes_read);
+        if finished {
+            let seg = self.current.take().expect("set above");
+            self.progress.bytes_done += seg.file_len - seg.buf.len() as u64;
+            self.finish_segment(seg)?;
+        }
+        Ok(())
+    }
+
+    fn finish_segment(&mut self, seg: SegmentCopy) -> Result<()> {
+        let snapshot = self.wal_upto();
+        let seg_path = self
+            .src_dir
+            .join(WAL_DIR)
+            .join(ryu_engine::wal::segment_name(seg.number));
+        walcopy::check_header(&seg.buf, seg.number, self.next_lsn, &seg_path)
+            .map_err(|e| Error::Engine(to_engine(e)))?;
+        let (kept, len) = walcopy::cut(&seg.buf, snapshot);
+        for r in &kept {
+            if r.lsn != self.next_lsn {
+                return Err(Error::Engine(ryu_engine::Error::Corrupted {
+                    file: seg_path.clone(),
+                    offset: r.offset,
+                    detail: format!("WAL record LSN {} where {} was next", r.lsn, self.next_lsn),
+                }));
+            }
+            self.next_lsn += 1;
+            self.last_ts = r.commit_ts;
+        }
+        let reached = self.last_ts == snapshot;
+        let image = seg.buf[..len].to_vec();
+        if kept.is_empty() {
+            if reached || self.manifest.checkpoint_ts == snapshot {
+                self.wal_done = true;
+            } else {
+                self.pending_empty.push((seg.number, image));
+            }
+            return Ok(());
+        }
+        for (n, empty) in std::mem::take(&mut self.pending_empty) {
+            self.write_wal_file(n, &empty)?;
+        }
+        self.write_wal_file(seg.number, &image)?;
+        // Any record beyond the cut means the snapshot's records all lie behind us.
+        if reached || scan_records(&seg.buf).len() > kept.len() {
+            self.wal_done = true;
+        }
+        Ok(())
+    }
+
+    fn write_wal_file(&mut self, number: u64, image: &[u8]) -> Result<()> {
+        let rel = walcopy::segment_path(number);
+        let path = self.tmp.join(&rel);
+        write_file_synced(&self.dst, &path, image)?;
+        self.files.push(FileEntry {
+            path: rel,
+            size_bytes: image.len() as u64,
+            crc32: crc_hex(crc32fast::hash(image)),
+        });
+        Ok(())
+    }
+
+    fn finish_wal(&mut self) -> Result<()> {
+        let snapshot = self.manifest.snapshot_ts;
+        let ckpt = self.manifest.checkpoint_ts;
+        let last_ts = if self.next_lsn == self.manifest.wal.first_lsn {
+            ckpt
+        } else {
+            self.last_ts
+        };
+        if last_ts != snapshot && !planted!(self, WalRangeOffByOne) {
+            return Err(Error::Engine(ryu_engine::Error::Corrupted {
+                file: self.src_dir.join(WAL_DIR),
+                offset: 0,
+                detail: format!(
+                    "the WAL ends at ts {last_ts} but the snapshot is at ts {snapshot}"
+                ),
+            }));
+        }
+        self.manifest.wal.last_lsn = self.next_lsn - 1;
+        self.manifest.wal.last_ts = last_ts;
+        self.pin = None; // everything is read: let the engine reuse the pages
+        self.progress.bytes_done = self.progress.bytes_total;
+        self.phase = Phase::SyncPages;
+        Ok(())
+    }
+
+    fn sync_pages(&mut self) -> Result<()> {
+        let header = PagesHeader {
+            generation: self.manifest.generation,
+            page_count: self.manifest.page_count,
+            entries: self.pages_written,
+        }
+        .encode();
+        let path = self.tmp.join(PAGES_FILE);
+        let f = self
+            .pages_file
+            .take()
+            .expect("pages file open until synced");
+        f.write_at(0, &header)
+            .and_then(|()| {
+                if planted!(self, PublishBeforeSync) {
+                    return Ok(());
+                }
+                f.sync_data()
+            })
+            .map_err(|e| Error::io("write", &path, e))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.combine(&self.pages_crc);
+        let size = PAGES_HEADER as u64 + self.pages_written * ENTRY_BYTES as u64;
+        self.files.insert(
+            0,
+            FileEntry {
+                path: PAGES_FILE.to_string(),
+                size_bytes: size,
+                crc32: crc_hex(crc.finalize()),
+            },
+        );
+        self.phase = Phase::WriteManifest;
+        Ok(())
+    }
+
+    fn write_manifest(&mut self) -> Result<()> {
+        self.manifest.files = std::mem::take(&mut self.files);
+        self.manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
+        let (bytes, _) = self.manifest.encode();
+        let path = self.tmp.join(MANIFEST_FILE);
+        write_file_synced(&self.dst, &path, &bytes)?;
+        let wal = self.tmp.join(WAL_DIR);
+        self.dst
+            .sync_dir(&wal)
+            .and_then(|()| self.dst.sync_dir(&self.tmp))
+            .map_err(|e| Error::io("sync dir", &self.tmp, e))?;
+        self.phase = Phase::VerifyTmp;
+        Ok(())
+    }
+}
+
+fn to_engine(e: Error) -> ryu_engine::Error {
+    match e {
+        Error::Corrupted {
+            file,
+            offset,
+            detail,
+        } => ryu_engine::Error::Corrupted {
+            file,
+            offset,
+            detail,
+        },
+        other => ryu_engine::Error::Corrupted {
+            file: PathBuf::new(),
+            offset: 0,
+            detail: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,452 @@
+//! Every verify check, each shown to fire: flipped bytes and truncation in each kind
+//! of backup file, missing and extra files, page and WAL damage behind valid file
+//! checksums, escaping paths, and broken or foreign chains. Restore must refuse every
+//! damaged backup without writing into its target.
+
+use crate::common::*;
+use ryu_backup::manifest::{MANIFEST_FILE, Manifest, crc_hex};
+use ryu_backup::{Error, Problem, RestoreOptions, VerifyOptions, VerifyReport, restore, verify};
+use ryu_io::DynDisk;
+use std::path::{Path, PathBuf};
+
+/// A destination with a full backup `full` and an incremental `inc` on top, each with
+/// several WAL segments.
+fn setup(seed: u64) -> DynDisk {
+    let d = disk(seed);
+    let db = open(&d, DB);
+    let mut model = Model::default();
+    commit_some(&db, &mut model, 0, 200);
+    db.checkpoint().unwrap();
+    commit_some(&db, &mut model, 1, 200);
+    let full = backup(&db, &d, "full", None);
+    assert!(
+        full.manifest
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("wal/"))
+            .count()
+            >= 2
+    );
+    commit_some(&db, &mut model, 2, 30);
+    db.checkpoint().unwrap();
+    commit_some(&db, &mut model, 3, 80);
+    backup(&db, &d, "inc", Some("full"));
+    d
+}
+
+fn dir(id: &str) -> PathBuf {
+    Path::new(DEST).join(id)
+}
+
+fn check(d: &DynDisk, id: &str) -> VerifyReport {
+    verify(d, Path::new(DEST), id, &VerifyOptions::default()).unwrap()
+}
+
+/// Restore must refuse and leave the target absent.
+fn assert_restore_refused(d: &DynDisk, id: &str) {
+    let target = Path::new("restore-target");
+    let e = restore(
+        d,
+        Path::new(DEST),
+        id,
+        d,
+        target,
+        &RestoreOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::VerifyFailed { .. } | Error::BrokenChain { .. }),
+        "{e}"
+    );
+    assert!(!d.exists(target).unwrap(), "restore wrote into its target");
+}
+
+fn read(d: &DynDisk, path: &Path) -> Vec<u8> {
+    let f = d.open(path).unwrap();
+    let mut b = vec![0u8; f.len().unwrap() as usize];
+    f.read_at(0, &mut b).unwrap();
+    b
+}
+
+fn flip(d: &DynDisk, path: &Path, at: u64) {
+    let f = d.open(path).unwrap();
+    let mut b = [0u8];
+    f.read_at(at, &mut b).unwrap();
+    f.write_at(at, &[b[0] ^ 0x20]).unwrap();
+}
+
+fn manifest(d: &DynDisk, id: &str) -> Manifest {
+    Manifest::decode(&read(d, &dir(id).join(MANIFEST_FILE)), Path::new("m"))
+        .unwrap()
+        .manifest
+}
+
+/// Rewrite a manifest (after `edit`) with fresh file sizes and checksums, so that
+/// only the deeper checks can see the damage.
+fn resign(d: &DynDisk, id: &str, edit: impl FnOnce(&mut Manifest)) {
+    let mut m = manifest(d, id);
+    for f in &mut m.files {
+        if let Ok(rel) = ryu_backup::safe_relative(&f.path) {
+            let path = dir(id).join(rel);
+            if d.exists(&path).unwrap() {
+                let b = read(d, &path);
+                f.size_bytes = b.len() as u64;
+                f.crc32 = crc_hex(crc32fast::hash(&b));
+            }
+        }
+    }
+    edit(&mut m);
+    let path = dir(id).join(MANIFEST_FILE);
+    d.remove(&path).unwrap();
+    d.create(&path).unwrap().write_at(0, &m.encode().0).unwrap();
+}
+
+fn files(d: &DynDisk, id: &str) -> Vec<(String, u64)> {
+    let m = manifest(d, id);
+    let mut out: Vec<_> = m
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.size_bytes))
+        .collect();
+    let len = d.open(&dir(id).join(MANIFEST_FILE)).unwrap().len().unwrap();
+    out.push((MANIFEST_FILE.to_string(), len));
+    out
+}
+
+#[test]
+fn a_flipped_byte_in_any_file_is_named_and_restore_refuses() {
+    let mut cases = 0;
+    for id in ["full", "inc"] {
+        for (path, len) in files(&setup(10), id) {
+            for at in [0, 13, len / 2, len - 1] {
+                let d = setup(10);
+                flip(&d, &dir(id).join(&path), at);
+                let r = check(&d, id);
+                assert!(!r.is_ok(), "flip in {id}/{path} at {at} not reported");
+                let named = r.problems.iter().any(|p| match p {
+                    Problem::FileChecksum { path: p, .. } => *p == path,
+                    Problem::Manifest { .. } => path == MANIFEST_FILE,
+                    _ => false,
+                });
+                assert!(named, "{id}/{path} at {at}: {:?}", r.problems);
+                assert_restore_refused(&d, id);
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases >= 24, "{cases}");
+}
+
+#[test]
+fn a_truncated_file_is_named_and_restore_refuses() {
+    for id in ["full", "inc"] {
+        for (path, len) in files(&setup(11), id) {
+            let d = setup(11);
+            d.open(&dir(id).join(&path))
+                .unwrap()
+                .set_len(len - 1)
+                .unwrap();
+            let r = check(&d, id);
+            let named = r.problems.iter().any(|p| match p {
+                Problem::WrongSize { path: p, found, .. } => *p == path && *found == len - 1,
+                Problem::Manifest { .. } => path == MANIFEST_FILE,
+                _ => false,
+            });
+            assert!(named, "{id}/{path}: {:?}", r.problems);
+            assert_restore_refused(&d, id);
+        }
+    }
+}
+
+#[test]
+fn missing_and_extra_files_are_named() {
+    let d = setup(12);
+    let seg = manifest(&d, "full")
+        .files
+        .iter()
+        .find(|f| f.path.starts_with("wal/"))
+        .unwrap()
+        .path
+        .clone();
+    d.remove(&dir("full").join(&seg)).unwrap();
+    let r = check(&d, "full");
+    assert!(
+        r.problems
+            .contains(&Problem::MissingFile { path: seg.clone() }),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "full");
+
+    let d = setup(12);
+    d.create(&dir("inc").join("wal/stray.log")).unwrap();
+    d.create(&dir("inc").join("notes.txt")).unwrap();
+    let r = check(&d, "inc");
+    for p in ["notes.txt", "wal/stray.log"] {
+        assert!(
+            r.problems.contains(&Problem::ExtraFile { path: p.into() }),
+            "{:?}",
+            r.problems
+        );
+    }
+    assert_restore_refused(&d, "inc");
+
+    let d = setup(12);
+    d.remove(&dir("inc").join(MANIFEST_FILE)).unwrap();
+    assert!(matches!(
+        check(&d, "inc").problems[..],
+        [Problem::Manifest { .. }]
+    ));
+    assert_restore_refused(&d, "inc");
+}
+
+#[test]
+fn page_damage_behind_a_valid_file_checksum_is_named() {
+    // A tree page's body, its own page number, and the superblock: each is caught by
+    // the page checks alone (the manifest is re-signed over the damaged file).
+    for at in [
+        64 + 8 + 100,
+        64 + 4104 + 8 + 8,
+        64 + 4104 + 8 + 2000,
+        64 + 8 + 30,
+    ] {
+        let d = setup(13);
+        flip(&d, &dir("full").join("data.pages"), at);
+        resign(&d, "full", |_| {});
+        let r = check(&d, "full");
+        assert!(
+            matches!(r.problems[..], [Problem::Page { .. }]),
+            "at {at}: {:?}",
+            r.problems
+        );
+        assert_restore_refused(&d, "full");
+    }
+}
+
+#[test]
+fn wal_damage_and_a_wrong_range_are_named() {
+    // A record's byte: the segment no longer ends in whole valid records.
+    let d = setup(14);
+    let first = manifest(&d, "full")
+        .files
+        .iter()
+        .find(|f| f.path.starts_with("wal/"))
+        .unwrap()
+        .path
+        .clone();
+    let seg = dir("full").join(&first);
+    let len = d.open(&seg).unwrap().len().unwrap();
+    flip(&d, &seg, len - 20);
+    resign(&d, "full", |_| {});
+    let r = check(&d, "full");
+    assert!(
+        matches!(r.problems[..], [Problem::Wal { .. }]),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "full");
+    // Bytes after the last record (recovery would read them as a damaged record).
+    let d = setup(14);
+    let seg = dir("full").join(&first);
+    let f = d.open(&seg).unwrap();
+    f.write_at(f.len().unwrap(), &[0xab; 16]).unwrap();
+    resign(&d, "full", |_| {});
+    let r = check(&d, "full");
+    assert!(
+        matches!(r.problems[..], [Problem::Wal { .. }]),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "full");
+    // An off-by-one in the claimed range, in either direction.
+    for delta in [1i64, -1] {
+        let d = setup(14);
+        resign(&d, "full", |m| {
+            m.wal.last_lsn = m.wal.last_lsn.wrapping_add_signed(delta)
+        });
+        let r = check(&d, "full");
+        assert!(
+            matches!(r.problems[..], [Problem::Wal { .. }]),
+            "{delta}: {:?}",
+            r.problems
+        );
+        assert_restore_refused(&d, "full");
+    }
+    // A missing middle segment, with the manifest re-signed without it.
+    let d = setup(14);
+    let m = manifest(&d, "full");
+    let first = m
+        .files
+        .iter()
+        .find(|f| f.path.starts_with("wal/"))
+        .unwrap()
+        .path
+        .clone();
+    d.remove(&dir("full").join(&first)).unwrap();
+    resign(&d, "full", |m| m.files.retain(|f| f.path != first));
+    let r = check(&d, "full");
+    assert!(
+        matches!(r.problems[..], [Problem::Wal { .. }]),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
+fn paths_that_escape_are_rejected_by_verify_and_restore() {
+    for bad in ["../escape", "/etc/passwd", "wal/../../x", "a//b"] {
+        let d = setup(15);
+        resign(&d, "full", |m| {
+            m.files.push(ryu_backup::FileEntry {
+                path: bad.to_string(),
+                size_bytes: 0,
+                crc32: "00000000".into(),
+            })
+        });
+        let r = check(&d, "full");
+        assert!(
+            r.problems
+                .contains(&Problem::UnsafePath { path: bad.into() }),
+            "{bad}: {:?}",
+            r.problems
+        );
+        assert_restore_refused(&d, "full");
+        assert!(!d.exists(Path::new("escape")).unwrap());
+    }
+}
+
+#[test]
+fn a_broken_or_foreign_chain_is_named_and_restore_refuses() {
+    // Parent deleted.
+    let d = setup(16);
+    ryu_backup::prune(&d, Path::new(DEST), &Default::default()).unwrap();
+    for name in ["manifest.json", "data.pages"] {
+        d.remove(&dir("full").join(name)).unwrap();
+    }
+    for f in d.list(&dir("full").join("wal")).unwrap() {
+        d.remove(&dir("full").join("wal").join(f)).unwrap();
+    }
+    d.remove(&dir("full").join("wal")).unwrap();
+    d.remove(&dir("full")).unwrap();
+    let r = check(&d, "inc");
+    assert!(
+        matches!(r.problems[..], [Problem::Chain { .. }]),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "inc");
+
+    // Parent replaced by a backup of the same id from another database: foreign.
+    let d = setup(16);
+    let other = disk(99);
+    let odb = open(&other, DB);
+    let mut model = Model::default();
+    commit_some(&odb, &mut model, 7, 50);
+    odb.checkpoint().unwrap();
+    backup(&odb, &other, "full", None);
+    copy_tree(&other, &dir("full"), &d, Path::new("foreign-full"));
+    remove_tree(&d, &dir("full"));
+    d.rename(Path::new("foreign-full"), &dir("full")).unwrap();
+    assert!(check(&d, "full").is_ok());
+    let r = check(&d, "inc");
+    assert!(
+        matches!(&r.problems[..], [Problem::Chain { detail }] if detail.contains("foreign")),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "inc");
+
+    // An incremental whose parent link was edited to point at itself.
+    let d = setup(16);
+    resign(&d, "inc", |m| m.parent_id = Some("inc".into()));
+    assert!(matches!(
+        check(&d, "inc").problems[..],
+        [Problem::Chain { .. }]
+    ));
+}
+
+fn copy_tree(from: &DynDisk, src: &Path, to: &DynDisk, dst: &Path) {
+    to.create_dir_all(dst).unwrap();
+    for name in from.list(src).unwrap() {
+        let (s, t) = (src.join(&name), dst.join(&name));
+        if from.is_dir(&s).unwrap() {
+            copy_tree(from, &s, to, &t);
+        } else {
+            to.create(&t).unwrap().write_at(0, &read(from, &s)).unwrap();
+        }
+    }
+}
+
+fn remove_tree(d: &DynDisk, path: &Path) {
+    if d.is_dir(path).unwrap() {
+        for name in d.list(path).unwrap() {
+            remove_tree(d, &path.join(name));
+        }
+    }
+    d.remove(path).unwrap();
+}
+
+/// A superblock that is valid on its own but points at its root with a wrong
+/// checksum passes every shallow check; only opening the engine sees it.
+#[test]
+fn deep_verify_catches_damage_only_the_engine_sees() {
+    use ryu_engine::page::{SuperSlot, Superblock};
+    let d = setup(17);
+    let ok = verify(&d, Path::new(DEST), "inc", &VerifyOptions { deep: true }).unwrap();
+    assert!(ok.is_ok(), "{:?}", ok.problems);
+    let pages = dir("full").join("data.pages");
+    let f = d.open(&pages).unwrap();
+    let mut sb_page = vec![0u8; 4096];
+    f.read_at(64 + 8, &mut sb_page).unwrap();
+    let SuperSlot::Valid(mut sb) = Superblock::decode(&sb_page) else {
+        panic!("the first entry is the superblock")
+    };
+    let root = sb.root.as_mut().expect("a non-empty tree");
+    root.checksum ^= 1;
+    f.write_at(64 + 8, &sb.encode()).unwrap();
+    resign(&d, "full", |_| {});
+    assert!(check(&d, "full").is_ok(), "shallow checks cannot see it");
+    let deep = verify(&d, Path::new(DEST), "full", &VerifyOptions { deep: true }).unwrap();
+    assert!(
+        matches!(deep.problems[..], [Problem::Deep { .. }]),
+        "{:?}",
+        deep.problems
+    );
+    // The scratch directory is gone afterwards.
+    assert!(
+        !d.list(Path::new(DEST))
+            .unwrap()
+            .iter()
+            .any(|n| n.starts_with(".scratch-"))
+    );
+}
+
+/// Hostile manifest values (re-signed, so they reach every check) give problems or
+/// errors, never a panic, and restore refuses them without writing.
+#[test]
+fn extreme_manifest_values_never_panic() {
+    type Edit = fn(&mut Manifest, u64);
+    let edits: [(&str, Edit); 10] = [
+        ("snapshot_ts", |m, v| m.snapshot_ts = v),
+        ("checkpoint_ts", |m, v| m.checkpoint_ts = v),
+        ("generation", |m, v| m.generation = v),
+        ("page_count", |m, v| m.page_count = v),
+        ("wal.first_segment", |m, v| m.wal.first_segment = v),
+        ("wal.first_lsn", |m, v| m.wal.first_lsn = v),
+        ("wal.last_lsn", |m, v| m.wal.last_lsn = v),
+        ("wal.last_ts", |m, v| m.wal.last_ts = v),
+        ("parent_generation", |m, v| m.parent_generation = Some(v)),
+        ("file size", |m, v| m.files[0].size_bytes = v),
+    ];
+    for (name, edit) in edits {
+        for value in [0, 1, u64::MAX - 1, u64::MAX] {
+            for id in ["full", "inc"] {
+                let d = setup(18);
+                resign(&d, id, |m| edit(m, value));
+                let r = check(&d, id);
+                assert!(!r.is_ok(), "{id}: {name} = {value} passed verification");
+                assert_restore_refused(&d, id);
+            }
+        }
+    }
+}
