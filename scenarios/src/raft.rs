@@ -132,6 +132,9 @@ struct Shape {
     lease: bool,
     pre_vote: bool,
     persist_ns_max: u64,
+    /// Per persisted Ready: power fails before its writes are durable. Aims crashes
+    /// at the window in which a node must not yet have spoken.
+    crash_in_persist: Ratio,
 }
 
 impl Shape {
@@ -163,6 +166,7 @@ impl Shape {
             lease: rng.chance(Ratio::new(1, 4)),
             pre_vote: rng.chance(Ratio::new(3, 4)),
             persist_ns_max: rng.between(100_000, 5_000_000),
+            crash_in_persist: rng.swarm_ratio(Ratio::new(1, 2), 3, 100),
         }
     }
 }
@@ -875,6 +879,16 @@ impl World {
             // The process is stopped: its disk work finishes when it resumes.
             self.queue
                 .schedule_in(TICK_NS, Ev::PersistDone(id, incarnation));
+            return Ok(());
+        }
+        let f = (self.shape.initial_voters - 1) / 2;
+        let down = self
+            .nodes
+            .values()
+            .filter(|n| n.started && n.life != Lifecycle::Up)
+            .count() as u64;
+        if self.faults_on && down < f && self.rng.chance(self.shape.crash_in_persist) {
+            self.crash(id, true, "power loss during persist");
             return Ok(());
         }
         self.catch_up_ticks(id);
