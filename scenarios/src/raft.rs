@@ -40,8 +40,8 @@ use ryu_raft::{
     SnapshotMeta, Storage, Term,
 };
 use ryu_sim::{
-    DiskFaults, EventQueue, Lifecycle, NetConfig, Ratio, SimClock, SimDisk, SimNetwork, SimRng,
-    Trace, WorldTime, trace_event,
+    DiskFaults, EventQueue, Lifecycle, NetConfig, Next, Ratio, SimClock, SimDisk, SimNetwork,
+    SimRng, Trace, WorldTime, next_happening, trace_event,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -580,26 +580,18 @@ impl World {
         self.queue
             .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
         loop {
-            let next_net = self.net.next_delivery_ns();
-            let next_ev = self.queue.peek_time();
-            let net_first = match (next_net, next_ev) {
-                (None, None) => return Err("the world stopped: no event left".into()),
-                (Some(n), Some(e)) => n <= e,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-            };
-            if net_first {
-                let at = next_net.expect("checked");
-                self.queue.advance_to(at);
-                self.time.set(at);
-                if let Some(d) = self.net.pop_due(at) {
+            match next_happening(&mut self.queue, &mut self.net) {
+                None => return Err("the world stopped: no event left".into()),
+                Some(Next::Deliver(d)) => {
+                    self.time.set(d.at_ns);
                     self.deliver(d.to, d.msg)?;
                 }
-            } else {
-                let (at, ev) = self.queue.pop().expect("peeked");
-                self.time.set(at);
-                if self.handle(ev)? {
-                    return Ok(());
+                Some(Next::Dropped(at)) => self.time.set(at),
+                Some(Next::Event(at, ev)) => {
+                    self.time.set(at);
+                    if self.handle(ev)? {
+                        return Ok(());
+                    }
                 }
             }
             self.check()?;

@@ -46,8 +46,8 @@
 use crate::{Failure, RunOptions, RunReport};
 use ryu_io::{Disk, DynFile, IoError};
 use ryu_sim::{
-    DiskFaults, EventQueue, Lifecycle, NetConfig, NodeId, Ratio, SimDisk, SimNetwork, SimRng,
-    Trace, trace_event,
+    DiskFaults, EventQueue, Lifecycle, NetConfig, Next, NodeId, Ratio, SimDisk, SimNetwork, SimRng,
+    Trace, next_happening, trace_event,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -446,26 +446,14 @@ impl World {
         self.queue
             .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
         loop {
-            let next_net = self.net.next_delivery_ns();
-            let next_ev = self.queue.peek_time();
-            // Network deliveries and timed events share one clock; ties go to the
-            // network (an arbitrary but fixed rule).
-            let net_first = match (next_net, next_ev) {
-                (None, None) => return Err("the world stopped: no event left".into()),
-                (Some(n), Some(e)) => n <= e,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-            };
-            if net_first {
-                let n = next_net.expect("checked");
-                self.queue.advance_to(n);
-                if let Some(d) = self.net.pop_due(n) {
-                    self.deliver(d.from, d.to, d.msg);
-                }
-            } else {
-                let (_, ev) = self.queue.pop().expect("peeked");
-                if self.handle(ev)? {
-                    break;
+            match next_happening(&mut self.queue, &mut self.net) {
+                None => return Err("the world stopped: no event left".into()),
+                Some(Next::Deliver(d)) => self.deliver(d.from, d.to, d.msg),
+                Some(Next::Dropped(_)) => {}
+                Some(Next::Event(_, ev)) => {
+                    if self.handle(ev)? {
+                        break;
+                    }
                 }
             }
         }

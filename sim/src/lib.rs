@@ -55,3 +55,37 @@ pub use node::{Lifecycle, SimClock, WorldTime};
 pub use queue::EventQueue;
 pub use rng::{Ratio, SimRng};
 pub use trace::Trace;
+
+/// What happens next in a world made of an event queue and a network.
+#[derive(Debug)]
+pub enum Next<E, M> {
+    /// A message arrives (time is the delivery's `at_ns`).
+    Deliver(Delivery<M>),
+    /// A message was due at this time but its link had been cut: nothing arrives.
+    Dropped(u64),
+    /// A timed event fires.
+    Event(u64, E),
+}
+
+/// Advance a world to whatever happens next: the earlier of the next network delivery
+/// and the next queued event (ties go to the network, an arbitrary but fixed rule), or
+/// `None` when nothing is left to happen. The queue's clock follows the network's.
+pub fn next_happening<E, M: Clone>(
+    queue: &mut EventQueue<E>,
+    net: &mut SimNetwork<M>,
+) -> Option<Next<E, M>> {
+    let net_first = match (net.next_delivery_ns(), queue.peek_time()) {
+        (None, None) => return None,
+        (Some(n), Some(e)) => n <= e,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+    };
+    if net_first {
+        let at = net.next_delivery_ns().expect("checked above");
+        queue.advance_to(at);
+        Some(net.pop_due(at).map_or(Next::Dropped(at), Next::Deliver))
+    } else {
+        let (at, event) = queue.pop().expect("peeked above");
+        Some(Next::Event(at, event))
+    }
+}
