@@ -37,7 +37,7 @@
 //! - **Tests.** `tests/backup/sim.rs` sweeps seeds on `SimDisk` (commits, checkpoints,
 //!   power cuts and crashes of the writer and the whole process, faults on both disks)
 //!   and checks every complete backup against a model; the `planted-bugs` feature
-//!   switches on classic backup bugs the sweep must catch. `examples/bench.rs` measures
+//!   switches on classic backup bugs the sweep must catch. `examples/backup_bench.rs` measures
 //!   on the real disk (see `README.md`).
 //!
 //! # Example

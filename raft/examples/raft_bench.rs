@@ -17,7 +17,7 @@
 //! - `disk`: the durable [`DiskLog`] over [`StdDisk`] on a temp directory, one log
 //!   per node, with the real fsyncs `DiskLog::persist` does for every `Ready`.
 //!
-//! Run: `cargo run --release -p ryu-raft --example bench` (under a minute), or
+//! Run: `cargo run --release -p ryu-raft --example raft_bench` (under a minute), or
 //! with `-- --quick` for a ~10 s smoke run.
 
 use std::path::{Path, PathBuf};

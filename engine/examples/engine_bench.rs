@@ -1,7 +1,7 @@
 //! Ryu against redb on the real disk, side by side in one run (not a timed test):
 //!
 //! ```text
-//! cargo run --release -p ryu-engine --example bench [-- [--quick] [--reps N] [--checkpoint-mib N] [DIR]]
+//! cargo run --release -p ryu-engine --example engine_bench [-- [--quick] [--reps N] [--checkpoint-mib N] [DIR]]
 //! ```
 //!
 //! Both engines run the same workloads on the same file system, alternating within
