@@ -1322,12 +1322,7 @@ impl World {
             "heal everything"
         );
         self.faults_on = false;
-        self.net.heal();
-        let mut config = self.net.config();
-        config.loss = Ratio::ZERO;
-        config.duplicate = Ratio::ZERO;
-        config.reorder = Ratio::ZERO;
-        self.net.set_config(config);
+        self.net.heal_all_faults();
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             self.nodes[&id].disk.set_faults(DiskFaults::default());

@@ -507,12 +507,7 @@ impl World {
             "heal everything"
         );
         self.faults_on = false;
-        self.net.heal();
-        let mut config = self.net.config();
-        config.loss = Ratio::ZERO;
-        config.duplicate = Ratio::ZERO;
-        config.reorder = Ratio::ZERO;
-        self.net.set_config(config);
+        self.net.heal_all_faults();
         for i in 0..self.replicas.len() {
             self.replicas[i].disk.set_faults(DiskFaults::default());
             match self.replicas[i].life {

@@ -308,6 +308,15 @@ impl<M: Clone> SimNetwork<M> {
         }
     }
 
+    /// The liveness phase's network: every link restored and no more loss,
+    /// duplication or reordering; latencies stay as drawn.
+    pub fn heal_all_faults(&mut self) {
+        self.heal();
+        self.config.loss = Ratio::ZERO;
+        self.config.duplicate = Ratio::ZERO;
+        self.config.reorder = Ratio::ZERO;
+    }
+
     /// Restore every link.
     pub fn heal(&mut self) {
         self.cut.clear();

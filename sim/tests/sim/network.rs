@@ -140,3 +140,21 @@ fn a_clean_network_delivers_everything_in_order() {
     });
     assert_eq!(r, 0.0);
 }
+
+#[test]
+fn heal_all_faults_restores_links_and_stops_loss_duplication_and_reordering() {
+    let config = NetConfig {
+        loss: Ratio::new(1, 2),
+        duplicate: Ratio::new(1, 2),
+        reorder: Ratio::new(1, 2),
+        ..quiet()
+    };
+    let mut net = SimNetwork::new(SimRng::new(5), config, &[1, 2]);
+    net.isolate(1);
+    net.heal_all_faults();
+    for i in 0..200 {
+        net.send(i * 1_000_000, 1, 2, i);
+    }
+    let got: Vec<u64> = drain(&mut net).into_iter().map(|(_, _, i)| i).collect();
+    assert_eq!(got, (0..200).collect::<Vec<u64>>());
+}
