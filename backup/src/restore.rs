@@ -237,7 +237,10 @@ pub(crate) fn restore_and_check(
             ),
         ));
     }
-    if db.stats().generation != m.generation {
+    // Opening replays the WAL above the checkpoint and then writes an end-of-recovery
+    // checkpoint: one generation more, exactly when there was WAL to replay.
+    let expected_generation = m.generation + u64::from(m.snapshot_ts > m.checkpoint_ts);
+    if db.stats().generation != expected_generation {
         return Err(Error::corrupted(
             scratch,
             0,

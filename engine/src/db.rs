@@ -450,7 +450,8 @@ impl Db {
             free_now,
             freed_at: BTreeMap::new(),
         };
-        Ok(Db {
+        let replayed = recovered.last_ts > current.checkpoint_ts;
+        let db = Db {
             inner: Arc::new(Inner {
                 disk,
                 dir: dir.to_path_buf(),
@@ -461,7 +462,17 @@ impl Db {
                 durable: Condvar::new(),
                 checkpoint_lock: Mutex::new(()),
             }),
-        })
+        };
+        // End-of-recovery checkpoint. What recovery read may be only in the page
+        // cache: after a failed fsync Linux keeps the page readable but marks it
+        // clean, so no later fsync writes it. New records go to a new segment; if
+        // that one became durable while a replayed record did not, a power loss
+        // would leave a gap in the WAL. A checkpoint writes the replayed state anew
+        // and syncs it, so nothing the engine builds on can vanish.
+        if replayed {
+            db.checkpoint()?;
+        }
+        Ok(db)
     }
 
     /// Start a read-only transaction at the latest durable commit.

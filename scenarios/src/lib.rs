@@ -22,7 +22,12 @@
 //! assert_eq!(report.fingerprint, run("register", &RunOptions::new(7)).unwrap().fingerprint);
 //! ```
 
+pub mod cluster;
+pub mod history;
+pub mod kv_model;
+pub mod linearizability;
 pub mod raft;
+pub mod raft_checks;
 pub mod register;
 
 use std::collections::BTreeSet;
@@ -97,6 +102,12 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "quorum-replicated atomic register on SimDisk/SimNetwork: linearizability + liveness",
         bugs: register::BUGS,
         run: register::run,
+    },
+    Scenario {
+        name: "cluster",
+        about: "3 or 5 replicated Ryu nodes (Raft + engine) with clients and every fault: linearizability, replica equality, liveness",
+        bugs: cluster::BUGS,
+        run: cluster::run,
     },
     Scenario {
         name: "raft",

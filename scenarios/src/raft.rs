@@ -32,6 +32,7 @@
 //! here: a Raft node that loses acknowledged state to corruption needs protocol-aware
 //! recovery, which is future work; the durable log's own tests cover detection.
 
+use crate::raft_checks::RaftChecker;
 use crate::{Failure, RunOptions, RunReport};
 use ryu_io::{Clock, Disk, DynDisk, IoError};
 use ryu_raft::{
@@ -418,16 +419,9 @@ struct World {
     nodes: BTreeMap<u64, Node>,
     faults_on: bool,
     next_value: u64,
-    /// term -> leader, as observed.
-    leaders: BTreeMap<Term, u64>,
-    /// (node, term) -> the leader's log terms from its first index when last checked.
-    leader_logs: BTreeMap<(u64, Term), (Index, Vec<Term>)>,
+    raft_checker: RaftChecker,
     /// index -> (term, data digest, state digest after applying): what was applied.
     applied: BTreeMap<Index, (Term, u64, u64)>,
-    /// index -> the highest term any node had reached when the entry was first
-    /// applied. The entry was committed in that term or earlier, so every leader of a
-    /// later term must hold it (leader completeness, §5.4).
-    committed_by_term: BTreeMap<Index, Term>,
     /// Proposal values applied, to catch an entry applied twice.
     applied_values: BTreeSet<Vec<u8>>,
     reads: BTreeMap<Vec<u8>, PendingRead>,
@@ -489,10 +483,8 @@ impl World {
             nodes,
             faults_on: true,
             next_value: 1,
-            leaders: BTreeMap::new(),
-            leader_logs: BTreeMap::new(),
+            raft_checker: RaftChecker::default(),
             applied: BTreeMap::new(),
-            committed_by_term: BTreeMap::new(),
             applied_values: BTreeSet::new(),
             reads: BTreeMap::new(),
             next_read: 0,
@@ -528,7 +520,7 @@ impl World {
             self.proposals_applied,
             self.reads_done,
             self.conf_changes,
-            self.leaders.len(),
+            self.raft_checker.leader_count(),
             crashes,
             n.sent,
             n.lost,
@@ -1048,7 +1040,8 @@ impl World {
                 self.applied
                     .insert(entry.index, (entry.term, data_digest, digest));
                 let max_term = self.max_term();
-                self.committed_by_term.insert(entry.index, max_term);
+                self.raft_checker
+                    .first_applied(entry.index, entry.term, max_term);
                 if entry.kind == EntryKind::Normal && !entry.data.is_empty() {
                     self.proposals_applied += 1;
                     if !self.applied_values.insert(entry.data.clone()) {
@@ -1380,94 +1373,12 @@ impl World {
     // ---- the checker ----------------------------------------------------------------
 
     fn check(&mut self) -> Result<(), String> {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for &id in &ids {
-            let Some(raw) = self.nodes[&id].raw.as_ref() else {
-                continue;
-            };
-            let (term, role) = (raw.hard_state().term, raw.soft_state().role);
-            if role != Role::Leader {
-                continue;
-            }
-            let log = &raw.raft().log;
-            match self.leaders.get(&term) {
-                Some(&other) if other != id => {
-                    return Err(format!(
-                        "election safety: nodes {other} and {id} are both leaders of term {term}"
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    self.leaders.insert(term, id);
-                    // Leader completeness: everything applied anywhere is in its log.
-                    for (&index, &(applied_term, _, _)) in self.applied.range(log.first_index()..) {
-                        if self.committed_by_term[&index] >= term {
-                            continue;
-                        }
-                        if log.term(index).ok() != Some(applied_term) {
-                            return Err(format!(
-                                "leader completeness: new leader {id} of term {term} lacks applied entry {applied_term}/{index}"
-                            ));
-                        }
-                    }
-                }
-            }
-            // Leader append-only.
-            let first = log.first_index();
-            let terms: Vec<Term> = (first..=log.last_index())
-                .map(|i| log.term_or_zero(i))
-                .collect();
-            if let Some((old_first, old_terms)) = self.leader_logs.get(&(id, term)) {
-                for (k, t) in old_terms.iter().enumerate() {
-                    let index = old_first + k as u64;
-                    if index < first {
-                        continue;
-                    }
-                    if terms.get((index - first) as usize) != Some(t) {
-                        return Err(format!(
-                            "leader append-only: leader {id} of term {term} changed entry {index}"
-                        ));
-                    }
-                }
-            }
-            self.leader_logs.insert((id, term), (first, terms));
-        }
-        self.check_log_matching(&ids)
-    }
-
-    fn check_log_matching(&self, ids: &[u64]) -> Result<(), String> {
-        let logs: Vec<(u64, Index, Vec<Term>)> = ids
+        let nodes: Vec<(u64, &RawNode<DiskLog>)> = self
+            .nodes
             .iter()
-            .filter_map(|id| {
-                let log = &self.nodes[id].raw.as_ref()?.raft().log;
-                let first = log.first_index();
-                Some((
-                    *id,
-                    first,
-                    (first..=log.last_index())
-                        .map(|i| log.term_or_zero(i))
-                        .collect(),
-                ))
-            })
+            .filter_map(|(&id, n)| Some((id, n.raw.as_ref()?)))
             .collect();
-        for (a, (ida, fa, ta)) in logs.iter().enumerate() {
-            for (idb, fb, tb) in &logs[a + 1..] {
-                let lo = (*fa).max(*fb);
-                let hi = (fa + ta.len() as u64).min(fb + tb.len() as u64);
-                let term_at = |f: Index, t: &Vec<Term>, i: Index| t[(i - f) as usize];
-                let mut matched = false;
-                for i in (lo..hi).rev() {
-                    let same = term_at(*fa, ta, i) == term_at(*fb, tb, i);
-                    if matched && !same {
-                        return Err(format!(
-                            "log matching: nodes {ida} and {idb} agree at a later index but differ at {i}"
-                        ));
-                    }
-                    matched |= same;
-                }
-            }
-        }
-        Ok(())
+        self.raft_checker.check(&nodes)
     }
 }
 

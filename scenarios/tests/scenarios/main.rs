@@ -2,6 +2,7 @@
 //! interface: determinism (in one process and across processes), a determinism check
 //! with teeth, and replay lines that really replay.
 
+mod linearizability;
 mod planted;
 
 use ryu_scenarios::{RunOptions, assert_seeds, check_determinism, run};
@@ -46,9 +47,44 @@ fn raft_seeds_part_4_hold_every_safety_property_and_liveness() {
     );
 }
 
+/// 1,000 seeded runs of replicated Ryu nodes with clients and faults, in four parts.
+const CLUSTER_SEEDS_PER_PART: u64 = 250;
+
+#[test]
+fn cluster_seeds_part_1_are_linearizable_consistent_and_live() {
+    assert_seeds("cluster", 0..CLUSTER_SEEDS_PER_PART, &[]);
+}
+
+#[test]
+fn cluster_seeds_part_2_are_linearizable_consistent_and_live() {
+    assert_seeds(
+        "cluster",
+        CLUSTER_SEEDS_PER_PART..2 * CLUSTER_SEEDS_PER_PART,
+        &[],
+    );
+}
+
+#[test]
+fn cluster_seeds_part_3_are_linearizable_consistent_and_live() {
+    assert_seeds(
+        "cluster",
+        2 * CLUSTER_SEEDS_PER_PART..3 * CLUSTER_SEEDS_PER_PART,
+        &[],
+    );
+}
+
+#[test]
+fn cluster_seeds_part_4_are_linearizable_consistent_and_live() {
+    assert_seeds(
+        "cluster",
+        3 * CLUSTER_SEEDS_PER_PART..4 * CLUSTER_SEEDS_PER_PART,
+        &[],
+    );
+}
+
 #[test]
 fn same_seed_same_fingerprint_in_one_process() {
-    for name in ["register", "raft"] {
+    for name in ["register", "raft", "cluster"] {
         for seed in 0..10 {
             let fp = check_determinism(name, &RunOptions::new(seed)).unwrap();
             assert!(fp.is_ok(), "{name} seed {seed}: {fp:?}");

@@ -34,6 +34,25 @@ fn every_planted_raft_bug_is_caught() {
     );
 }
 
+/// The node-level planted bugs, caught by the `cluster` scenario within 200 seeds.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn every_planted_node_bug_is_caught() {
+    use ryu_scenarios::{RunOptions, cluster::BUGS, run};
+    assert!(!BUGS.is_empty());
+    for (bug, _) in BUGS {
+        let found = (0..200u64).find_map(|seed| {
+            let report = run("cluster", &RunOptions::new(seed).with_bug(bug)).unwrap();
+            report.result.err().map(|f| (seed, f.message))
+        });
+        let (seed, message) = found.unwrap_or_else(|| panic!("{bug} not caught in 200 seeds"));
+        println!(
+            "{bug}: caught at seed {seed}: {}",
+            message.lines().next().unwrap_or("")
+        );
+    }
+}
+
 /// Without the feature, asking for a Raft bug is a clear error, not a silent no-op.
 #[cfg(not(feature = "planted-bugs"))]
 #[test]

@@ -1,0 +1,848 @@
+//! The replicated node: one Raft member and its engine, as a deterministic state
+//! machine. See the crate documentation for the driving contract.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rand_chacha::ChaCha8Rng;
+use ryu_engine::{Db, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use ryu_io::{DynDisk, IoError};
+use ryu_raft::{
+    ConfChange, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind, Index, LogError,
+    RawNode, Ready, Role, SoftState, Storage, Term,
+};
+
+use crate::api::{Consistency, Envelope, Output, Payload, Request, Response, Status};
+use crate::backups::{BackupTarget, Barrier, BarrierRecord, Running};
+use crate::command::{APPLIED_KEY, AppliedState, Command, KeyValue, SYSTEM_PREFIX};
+
+/// The Raft log's directory inside the node's directory.
+pub const RAFT_DIR: &str = "raft";
+/// The engine's directory inside the node's directory.
+pub const DB_DIR: &str = "db";
+/// Holds the cluster id: 16 lowercase hex digits and a newline.
+pub const CLUSTER_FILE: &str = "CLUSTER";
+
+/// Planted node-level bugs the simulator must catch (feature `planted-bugs` only).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlantedBug {
+    /// A follower answers a linearizable read from its own applied state, without
+    /// asking the leader (ReadIndex): it may be arbitrarily stale.
+    FollowerReadWithoutReadIndex,
+    /// A node backs up at the end of the batch that applied a barrier (its applied
+    /// index) instead of at the barrier's index.
+    BackupAtAppliedIndex,
+    /// The coordinator declares a cluster backup complete on the first digest,
+    /// before every required node reported.
+    ClusterBackupSuccessBeforeAllDigests,
+}
+
+#[cfg(feature = "planted-bugs")]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        $node.options.planted_bug == Some(PlantedBug::$bug)
+    };
+}
+#[cfg(not(feature = "planted-bugs"))]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        false
+    };
+}
+
+/// How to open a node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// This node's Raft id (non-zero).
+    pub id: u64,
+    /// The cluster id to record when the directory is new; an existing directory
+    /// keeps its own.
+    pub cluster_id: u64,
+    /// The bootstrap membership (as etcd's `--initial-cluster`): every node, joining
+    /// ones too, starts from it and replays membership changes from the log.
+    pub initial_voters: Vec<u64>,
+    /// Raft tuning; `id` and `applied` are filled in by the node.
+    pub raft: Config,
+    pub engine: ryu_engine::Options,
+    pub log: DiskLogOptions,
+    /// A linearizable read that has not completed after this many ticks is answered
+    /// `Unavailable` (its ReadIndex request or answer was lost).
+    pub read_timeout_ticks: u64,
+    /// Where backups go; `None` refuses backup requests.
+    pub backup: Option<BackupTarget>,
+    /// A coordinator fails a cluster backup whose reports have not all arrived
+    /// after this many ticks of its leadership.
+    pub backup_timeout_ticks: u64,
+    /// A node resends its unacknowledged cluster-backup reports this often.
+    pub report_every_ticks: u64,
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl NodeOptions {
+    pub fn new(id: u64, initial_voters: Vec<u64>) -> NodeOptions {
+        NodeOptions {
+            id,
+            cluster_id: 1,
+            initial_voters,
+            raft: Config::new(id),
+            engine: ryu_engine::Options::default(),
+            log: DiskLogOptions::default(),
+            read_timeout_ticks: 30,
+            backup: None,
+            backup_timeout_ticks: 600,
+            report_every_ticks: 10,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+}
+
+/// Why a node stopped. Every variant except `Config` means: drop this `Node` and
+/// open the directory again (a failed sync is not retryable).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeError {
+    Log(LogError),
+    Engine(ryu_engine::Error),
+    Raft(ryu_raft::Error),
+    Io(IoError),
+    /// Durable state is inconsistent in a way recovery must not paper over.
+    Corrupted(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Log(e) => write!(f, "{e}"),
+            NodeError::Engine(e) => write!(f, "engine: {e}"),
+            NodeError::Raft(e) => write!(f, "raft: {e}"),
+            NodeError::Io(e) => write!(f, "node I/O: {e}"),
+            NodeError::Corrupted(what) => write!(f, "node state corrupted: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<LogError> for NodeError {
+    fn from(e: LogError) -> Self {
+        NodeError::Log(e)
+    }
+}
+impl From<ryu_engine::Error> for NodeError {
+    fn from(e: ryu_engine::Error) -> Self {
+        NodeError::Engine(e)
+    }
+}
+impl From<IoError> for NodeError {
+    fn from(e: IoError) -> Self {
+        NodeError::Io(e)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum ReadOp {
+    Get(Vec<u8>),
+    Scan {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct ReadWaiter {
+    request: u64,
+    op: ReadOp,
+    issued_tick: u64,
+}
+
+/// A write this node proposed: it is ours if the entry applied at its index has
+/// the term it was proposed in (an index and term name one entry, cluster-wide).
+#[derive(Clone, Copy, Debug)]
+struct WriteWaiter {
+    request: u64,
+    term: Term,
+}
+
+/// One replicated node. Single-threaded and deterministic: it does I/O only through
+/// the `Disk` it was opened on, and randomness only from the RNG it was handed.
+pub struct Node {
+    pub(crate) options: NodeOptions,
+    pub(crate) id: u64,
+    pub(crate) cluster_id: u64,
+    disk: DynDisk,
+    dir: PathBuf,
+    pub(crate) raw: RawNode<DiskLog>,
+    pub(crate) db: Db,
+    pub(crate) applied: AppliedState,
+    soft: SoftState,
+    pub(crate) ticks: u64,
+    /// Prefix of this incarnation's read contexts: a ReadIndex answer addressed to an
+    /// earlier incarnation must never complete a read of this one.
+    read_nonce: u64,
+    next_read: u64,
+    writes: BTreeMap<Index, WriteWaiter>,
+    reads: BTreeMap<Vec<u8>, ReadWaiter>,
+    /// Reads the leader has confirmed at an index this node has not applied yet.
+    confirmed_reads: Vec<(Index, ReadWaiter)>,
+    pending: Option<Ready>,
+    pub(crate) out: Output,
+    pub(crate) jobs: Vec<Running>,
+    pub(crate) barriers: BTreeMap<String, Barrier>,
+    /// Cluster backups requested here: backup id -> request id.
+    pub(crate) cluster_waiters: BTreeMap<String, u64>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("cluster_id", &self.cluster_id)
+            .field("applied", &self.applied.index)
+            .field("soft", &self.soft)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Open (or create) the node in `dir` on `disk`. Recovery: the engine says which
+    /// entry it reflects ([`AppliedState`]); Raft replays committed entries after it.
+    pub fn open(
+        disk: DynDisk,
+        dir: &Path,
+        options: NodeOptions,
+        mut rng: ChaCha8Rng,
+    ) -> Result<Node, NodeError> {
+        disk.create_dir_all(dir)?;
+        let cluster_id = open_cluster_id(&disk, dir, options.cluster_id)?;
+        let db = Db::open(disk.clone(), &dir.join(DB_DIR), options.engine.clone())?;
+        let initial = ConfState::with_voters(options.initial_voters.iter().copied());
+        let applied = match db.begin_read().get(APPLIED_KEY)? {
+            Some(bytes) => AppliedState::decode(&bytes)
+                .map_err(|e| NodeError::Corrupted(format!("applied state: {e}")))?,
+            None => AppliedState {
+                conf: initial.clone(),
+                ..AppliedState::default()
+            },
+        };
+        let mut log = DiskLog::open(disk.clone(), &dir.join(RAFT_DIR), initial, options.log)?;
+        // Raft hands out (and we re-apply) every committed entry after `applied`,
+        // membership changes included: it must restart from the membership as of
+        // `applied`, not the newest one it saw.
+        let log_conf = log
+            .initial_state()
+            .map_err(|e| NodeError::Corrupted(e.to_string()))?
+            .conf_state;
+        if log_conf != applied.conf {
+            log.set_conf_state(applied.conf.clone())?;
+        }
+        let commit = log.hard_state().commit;
+        if applied.index > commit {
+            return Err(NodeError::Corrupted(format!(
+                "engine applied index {} beyond the log's durable commit {commit}",
+                applied.index
+            )));
+        }
+        let config = Config {
+            id: ryu_raft::NodeId(options.id),
+            applied: applied.index,
+            ..options.raft.clone()
+        };
+        let read_nonce = rng.next_u64();
+        let raw = RawNode::new(&config, log, rng).map_err(NodeError::Raft)?;
+        let soft = raw.soft_state();
+        let mut node = Node {
+            id: options.id,
+            options,
+            cluster_id,
+            disk,
+            dir: dir.to_path_buf(),
+            raw,
+            db,
+            applied,
+            soft,
+            ticks: 0,
+            read_nonce,
+            next_read: 0,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            confirmed_reads: Vec::new(),
+            pending: None,
+            out: Output::default(),
+            jobs: Vec::new(),
+            barriers: BTreeMap::new(),
+            cluster_waiters: BTreeMap::new(),
+        };
+        node.load_barriers()?;
+        if let Some(t) = &node.options.backup {
+            // No job of this node runs before it is open: a lock in its own backup
+            // directory was left by a crash (jobs die with the process).
+            let _ = ryu_backup::break_lock(&t.disk, &t.dir.join(format!("node-{}", node.id)));
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The engine (for checkers and backups; writes must go through Raft).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The Raft core (read-only, for checkers).
+    pub fn raft(&self) -> &RawNode<DiskLog> {
+        &self.raw
+    }
+
+    /// The entry the engine reflects.
+    pub fn applied(&self) -> &AppliedState {
+        &self.applied
+    }
+
+    pub fn disk(&self) -> (&DynDisk, &Path) {
+        (&self.disk, &self.dir)
+    }
+
+    pub fn status(&self) -> Status {
+        let hs = self.raw.hard_state();
+        let soft = self.raw.soft_state();
+        Status {
+            id: self.id,
+            cluster_id: self.cluster_id,
+            role: soft.role,
+            leader: soft.leader.map(|l| l.0),
+            term: hs.term,
+            commit: hs.commit,
+            applied: self.applied.index,
+            voters: self.applied.conf.voters.iter().map(|n| n.0).collect(),
+            learners: self.applied.conf.learners.iter().map(|n| n.0).collect(),
+        }
+    }
+
+    /// Everything produced since the last call: messages to send, replies to give.
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- inputs ---------------------------------------------------------------------
+
+    /// One tick of the node's clock (the driver calls it every tick interval, and
+    /// catches up on missed ticks before any other input).
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.ticks += 1;
+        let deadline = self.options.read_timeout_ticks;
+        let now = self.ticks;
+        let expired: Vec<Vec<u8>> = self
+            .reads
+            .iter()
+            .filter(|(_, w)| now - w.issued_tick >= deadline)
+            .map(|(ctx, _)| ctx.clone())
+            .collect();
+        for ctx in expired {
+            let w = self.reads.remove(&ctx).expect("present");
+            self.reply(w.request, unavailable("read not confirmed in time"));
+        }
+        if self
+            .ticks
+            .is_multiple_of(self.options.report_every_ticks.max(1))
+        {
+            self.send_reports();
+        }
+        self.coordinate();
+    }
+
+    /// A message from a peer. Messages from another cluster are dropped.
+    pub fn step(&mut self, env: Envelope) {
+        if env.cluster != self.cluster_id || env.to != self.id {
+            return;
+        }
+        match env.payload {
+            Payload::Raft(m) => self.raw.step(m),
+            Payload::BackupReport(r) => self.receive_report(r),
+            Payload::BackupAck { backup_id } => self.receive_ack(&backup_id),
+        }
+    }
+
+    /// A client request; its answer comes out in [`Output::replies`] under `request`.
+    pub fn request(&mut self, request: u64, req: Request) {
+        if let Err(reason) = validate(&req) {
+            self.reply(request, Response::Invalid { reason });
+            return;
+        }
+        match req {
+            Request::Status => {
+                let s = self.status();
+                self.reply(request, Response::Status(s));
+            }
+            Request::Get { key, consistency } => self.read(request, ReadOp::Get(key), consistency),
+            Request::Scan {
+                start,
+                end,
+                limit,
+                consistency,
+            } => self.read(request, ReadOp::Scan { start, end, limit }, consistency),
+            Request::Put { key, value } => self.propose(request, vec![], vec![(key, Some(value))]),
+            Request::Delete { key } => self.propose(request, vec![], vec![(key, None)]),
+            Request::Cas { key, expected, new } => {
+                self.propose(request, vec![(key.clone(), expected)], vec![(key, new)])
+            }
+            Request::Txn { reads, writes } => self.propose(request, reads, writes),
+            Request::Backup { id, strategy } => self.request_backup(request, id, strategy),
+        }
+    }
+
+    fn read(&mut self, request: u64, op: ReadOp, consistency: Consistency) {
+        let local = consistency == Consistency::Stale
+            || (planted!(self, FollowerReadWithoutReadIndex)
+                && self.raw.soft_state().role != Role::Leader);
+        if local {
+            let r = self.serve(&op);
+            self.reply(request, r);
+            return;
+        }
+        let mut ctx = self.read_nonce.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&self.next_read.to_be_bytes());
+        self.next_read += 1;
+        match self.raw.read_index(ctx.clone()) {
+            Ok(()) => {
+                let waiter = ReadWaiter {
+                    request,
+                    op,
+                    issued_tick: self.ticks,
+                };
+                self.reads.insert(ctx, waiter);
+            }
+            Err(ryu_raft::Error::NotLeader { leader }) => {
+                self.reply(
+                    request,
+                    Response::NotLeader {
+                        leader: leader.map(|l| l.0),
+                    },
+                );
+            }
+            Err(e) => self.reply(request, unavailable(&e.to_string())),
+        }
+    }
+
+    fn propose(&mut self, request: u64, checks: Vec<KeyValue>, writes: Vec<KeyValue>) {
+        let soft = self.raw.soft_state();
+        if soft.role != Role::Leader {
+            let leader = soft.leader.map(|l| l.0).filter(|&l| l != self.id);
+            self.reply(request, Response::NotLeader { leader });
+            return;
+        }
+        let cmd = Command::Txn {
+            origin: self.id,
+            request,
+            checks,
+            writes,
+        };
+        match self.raw.propose(cmd.encode()) {
+            Ok(index) => {
+                let term = self.raw.hard_state().term;
+                self.writes.insert(index, WriteWaiter { request, term });
+            }
+            Err(ryu_raft::Error::NotLeader { leader }) => self.reply(
+                request,
+                Response::NotLeader {
+                    leader: leader.map(|l| l.0),
+                },
+            ),
+            Err(e) => self.reply(request, unavailable(&e.to_string())),
+        }
+    }
+
+    // ---- the Ready cycle --------------------------------------------------------------
+
+    /// Whether [`Node::ready_begin`] has work.
+    pub fn has_ready(&self) -> bool {
+        self.pending.is_none() && self.raw.has_ready()
+    }
+
+    /// Take the next batch of Raft work: messages that may leave now go to the output;
+    /// the writes wait for [`Node::ready_finish`]. The simulator puts disk latency
+    /// between the two calls; production calls them back to back. Returns false if
+    /// there is nothing to do (or a batch is already in flight).
+    pub fn ready_begin(&mut self) -> bool {
+        if !self.has_ready() {
+            return false;
+        }
+        let mut rd = self.raw.ready();
+        if let Some(soft) = rd.soft_state {
+            self.on_soft_state(soft);
+        }
+        for m in std::mem::take(&mut rd.messages) {
+            self.send(m);
+        }
+        for req in std::mem::take(&mut rd.snapshot_requests) {
+            // Snapshots are not produced yet: the log is never compacted, so a
+            // leader always has the entries a follower needs.
+            self.raw.abort_snapshot(req.to);
+        }
+        self.pending = Some(rd);
+        true
+    }
+
+    /// Make the pending batch durable, send what had to wait for it, apply committed
+    /// entries and answer their clients. An error means the node must be dropped and
+    /// reopened (its log or engine may be poisoned).
+    pub fn ready_finish(&mut self) -> Result<(), NodeError> {
+        let Some(mut rd) = self.pending.take() else {
+            return Ok(());
+        };
+        if rd.snapshot.is_some() || !rd.received_chunks.is_empty() {
+            return Err(NodeError::Corrupted(
+                "received a snapshot, but this node never asks for one".into(),
+            ));
+        }
+        self.raw.storage_mut().persist(rd.hard_state, &rd.entries)?;
+        for m in std::mem::take(&mut rd.persisted_messages) {
+            self.send(m);
+        }
+        let committed = std::mem::take(&mut rd.committed_entries);
+        self.apply(&committed)?;
+        for rs in std::mem::take(&mut rd.read_states) {
+            if let Some(w) = self.reads.remove(&rs.context) {
+                self.confirmed_reads.push((rs.index, w));
+            }
+        }
+        self.raw.advance();
+        self.serve_confirmed_reads();
+        Ok(())
+    }
+
+    /// Run every pending batch to completion (production, and tests without disk
+    /// latency).
+    pub fn run_ready(&mut self) -> Result<(), NodeError> {
+        while self.ready_begin() {
+            self.ready_finish()?;
+        }
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState) {
+        if soft.role != Role::Leader && self.soft.role == Role::Leader {
+            self.release_cluster_waiters();
+        }
+        if soft.leader != self.soft.leader {
+            // A ReadIndex request sent to the old leader may never be answered.
+            // Writes keep waiting: their entries may still commit.
+            for (_, w) in std::mem::take(&mut self.reads) {
+                self.reply(w.request, unavailable("leader changed; retry the read"));
+            }
+        }
+        self.soft = soft;
+    }
+
+    fn send(&mut self, m: ryu_raft::Message) {
+        self.out.messages.push(Envelope {
+            cluster: self.cluster_id,
+            from: self.id,
+            to: m.to.0,
+            payload: Payload::Raft(m),
+        });
+    }
+
+    pub(crate) fn reply(&mut self, request: u64, response: Response) {
+        self.out.replies.push((request, response));
+    }
+
+    // ---- applying ---------------------------------------------------------------------
+
+    /// Apply committed entries to the engine, each at its Raft index, then make them
+    /// durable with one flush (group commit) before anyone is answered.
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), NodeError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // The engine shows a batch only once it is durable: checks of later entries
+        // in this batch must see the writes of earlier ones through this overlay.
+        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let snapshot = self.db.begin_read();
+        let mut answers = Vec::new();
+        let mut late_barriers: Vec<BarrierRecord> = Vec::new();
+        for e in entries {
+            if e.index <= self.applied.index {
+                continue;
+            }
+            assert_eq!(
+                e.index,
+                self.applied.index + 1,
+                "node {} applies {} after {}",
+                self.id,
+                e.index,
+                self.applied.index
+            );
+            let mut writes: Vec<KeyValue> = Vec::new();
+            let mut outcome = None;
+            let mut barrier = None;
+            match e.kind {
+                EntryKind::Normal if e.data.is_empty() => {}
+                EntryKind::Noop => {}
+                EntryKind::Normal => match Command::decode(&e.data) {
+                    Ok(Command::Txn {
+                        checks, writes: w, ..
+                    }) => {
+                        let mut failed = None;
+                        for (key, expected) in checks {
+                            let current = match overlay.get(&key) {
+                                Some(v) => v.clone(),
+                                None => snapshot.get(&key)?,
+                            };
+                            if current != expected {
+                                failed = Some((key, current));
+                                break;
+                            }
+                        }
+                        outcome = Some(match failed {
+                            None => {
+                                writes = w;
+                                Response::Committed { index: e.index }
+                            }
+                            Some((key, current)) => Response::Aborted {
+                                index: e.index,
+                                key,
+                                current,
+                            },
+                        });
+                    }
+                    Ok(Command::BackupBarrier {
+                        backup_id,
+                        quorum_only,
+                        ..
+                    }) => {
+                        let record = BarrierRecord {
+                            id: backup_id,
+                            index: e.index,
+                            term: e.term,
+                            quorum_only,
+                            voters: self.applied.conf.voters.iter().map(|n| n.0).collect(),
+                        };
+                        writes.push((BarrierRecord::key(&record.id), Some(record.encode())));
+                        barrier = Some(record);
+                    }
+                    // Every replica decodes the same bytes the same way, so skipping
+                    // keeps them equal; the proposer hears why.
+                    Err(err) => {
+                        outcome = Some(Response::Invalid {
+                            reason: err.to_string(),
+                        })
+                    }
+                },
+                EntryKind::ConfChange => {
+                    let cc = ConfChange::decode(&e.data).map_err(|err| {
+                        NodeError::Corrupted(format!("committed conf change {}: {err}", e.index))
+                    })?;
+                    let cs = self.raw.apply_conf_change(&cc).map_err(NodeError::Raft)?;
+                    self.raw.storage_mut().set_conf_state(cs.clone())?;
+                    self.applied.conf = cs;
+                }
+            }
+            self.applied.index = e.index;
+            self.applied.term = e.term;
+            for (k, v) in &writes {
+                overlay.insert(k.clone(), v.clone());
+            }
+            writes.push((APPLIED_KEY.to_vec(), Some(self.applied.encode())));
+            self.db.apply_at_begin(e.index, writes)?;
+            if let Some(w) = self.writes.remove(&e.index) {
+                answers.push((w, e.term, outcome));
+            }
+            if let Some(record) = barrier {
+                if planted!(self, BackupAtAppliedIndex) {
+                    late_barriers.push(record);
+                } else {
+                    // The barrier's backup is of exactly the state at its index.
+                    self.db.flush()?;
+                    self.on_barrier_applied(record);
+                }
+            }
+        }
+        drop(snapshot);
+        self.db.flush()?;
+        for record in late_barriers {
+            self.on_barrier_applied(record);
+        }
+        for (w, term, outcome) in answers {
+            let r = match outcome {
+                Some(r) if term == w.term => r,
+                _ => unavailable("entry overwritten by a new leader; the write was not applied"),
+            };
+            self.reply(w.request, r);
+        }
+        // Waiters below the applied index whose entry we never saw (a snapshot
+        // skipped them) can no longer be matched.
+        let stale: Vec<Index> = self
+            .writes
+            .range(..=self.applied.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in stale {
+            let w = self.writes.remove(&i).expect("present");
+            self.reply(w.request, unavailable("outcome unknown: entry not seen"));
+        }
+        Ok(())
+    }
+
+    fn serve_confirmed_reads(&mut self) {
+        let applied = self.applied.index;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed_reads = waiting;
+        for (_, w) in ready {
+            let r = self.serve(&w.op);
+            self.reply(w.request, r);
+        }
+    }
+
+    fn serve(&self, op: &ReadOp) -> Response {
+        let txn = self.db.begin_read();
+        let index = self.applied.index;
+        debug_assert_eq!(txn.start_ts(), index, "engine and applied index disagree");
+        let result = match op {
+            ReadOp::Get(key) => txn.get(key).map(|value| Response::Value { value, index }),
+            ReadOp::Scan { start, end, limit } => {
+                let end = end.clone().unwrap_or_else(|| vec![SYSTEM_PREFIX]);
+                let end = end.min(vec![SYSTEM_PREFIX]);
+                let mut entries = Vec::new();
+                let mut err = None;
+                if start < &end {
+                    for item in txn.range(start.clone()..end) {
+                        match item {
+                            Ok(kv) => entries.push(kv),
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                        if entries.len() >= *limit {
+                            break;
+                        }
+                    }
+                }
+                match err {
+                    None => Ok(Response::Entries { entries, index }),
+                    Some(e) => Err(e),
+                }
+            }
+        };
+        result.unwrap_or_else(|e| unavailable(&format!("read failed: {e}")))
+    }
+}
+
+fn unavailable(reason: &str) -> Response {
+    Response::Unavailable {
+        reason: reason.to_string(),
+    }
+}
+
+fn validate(req: &Request) -> Result<(), String> {
+    let key_ok = |k: &[u8]| -> Result<(), String> {
+        if k.first() == Some(&SYSTEM_PREFIX) {
+            return Err("keys starting with byte 0xff are reserved".into());
+        }
+        if k.len() > MAX_KEY_BYTES {
+            return Err(format!("key of {} bytes exceeds {MAX_KEY_BYTES}", k.len()));
+        }
+        Ok(())
+    };
+    let value_ok = |v: &Option<Vec<u8>>| -> Result<(), String> {
+        match v {
+            Some(v) if v.len() > MAX_VALUE_BYTES => Err(format!(
+                "value of {} bytes exceeds {MAX_VALUE_BYTES}",
+                v.len()
+            )),
+            _ => Ok(()),
+        }
+    };
+    match req {
+        Request::Get { key, .. } | Request::Delete { key } => key_ok(key),
+        Request::Scan { limit, .. } if *limit == 0 => Err("scan limit must be positive".into()),
+        Request::Scan { .. } | Request::Status | Request::Backup { .. } => Ok(()),
+        Request::Put { key, value } => {
+            key_ok(key)?;
+            value_ok(&Some(value.clone()))
+        }
+        Request::Cas { key, expected, new } => {
+            key_ok(key)?;
+            value_ok(expected)?;
+            value_ok(new)
+        }
+        Request::Txn { reads, writes } => {
+            if writes.is_empty() {
+                return Err("a transaction commit needs at least one write".into());
+            }
+            for (k, v) in reads.iter().chain(writes) {
+                key_ok(k)?;
+                value_ok(v)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Read the cluster id, or record `new_id` if the directory has none yet.
+fn open_cluster_id(disk: &DynDisk, dir: &Path, new_id: u64) -> Result<u64, NodeError> {
+    let path = dir.join(CLUSTER_FILE);
+    match disk.open(&path) {
+        Ok(f) => {
+            let len = f.len()?;
+            if len != 17 {
+                return Err(NodeError::Corrupted(format!(
+                    "{CLUSTER_FILE} has {len} bytes"
+                )));
+            }
+            let mut buf = [0u8; 17];
+            f.read_at(0, &mut buf)?;
+            std::str::from_utf8(&buf[..16])
+                .ok()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .filter(|_| buf[16] == b'\n')
+                .ok_or_else(|| NodeError::Corrupted(format!("{CLUSTER_FILE} does not parse")))
+        }
+        Err(e) if e.is_not_found() => {
+            write_file_atomic(
+                disk,
+                dir,
+                CLUSTER_FILE,
+                format!("{new_id:016x}\n").as_bytes(),
+            )?;
+            Ok(new_id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write a whole file atomically: temp file, sync, rename, sync the directory.
+pub(crate) fn write_file_atomic(
+    disk: &DynDisk,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), IoError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    match disk.remove(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let f = disk.create(&tmp)?;
+    f.write_at(0, bytes)?;
+    f.sync_data()?;
+    disk.rename(&tmp, &dir.join(name))?;
+    disk.sync_dir(dir)
+}

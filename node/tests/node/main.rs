@@ -1,0 +1,563 @@
+//! The node's own tests: a small cluster wired by hand (no network faults; the
+//! `cluster` scenario in `ryu-scenarios` does faults), on `SimDisk`.
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use ryu_io::DynDisk;
+use ryu_node::{Consistency, Envelope, Node, NodeOptions, Request, Response};
+use ryu_raft::Role;
+use ryu_sim::SimDisk;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Cluster {
+    disks: BTreeMap<u64, SimDisk>,
+    /// The shared backup store.
+    store: SimDisk,
+    nodes: BTreeMap<u64, Node>,
+    replies: BTreeMap<u64, Response>,
+    voters: Vec<u64>,
+    /// Messages to these nodes are dropped.
+    down: Vec<u64>,
+    boots: u64,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut c = Cluster {
+            disks: BTreeMap::new(),
+            store: SimDisk::new(999),
+            nodes: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            voters: voters.clone(),
+            down: Vec::new(),
+            boots: 0,
+        };
+        for id in voters {
+            c.disks.insert(id, SimDisk::new(id));
+            c.open(id);
+        }
+        c
+    }
+
+    fn open(&mut self, id: u64) {
+        self.boots += 1;
+        let disk: DynDisk = Arc::new(self.disks[&id].clone());
+        let mut o = NodeOptions::new(id, self.voters.clone());
+        o.cluster_id = 42;
+        o.backup = Some(ryu_node::BackupTarget {
+            disk: Arc::new(self.store.clone()),
+            dir: "backups".into(),
+            clock: Arc::new(ryu_io::ManualClock::new(1_700_000_000_000_000_000)),
+        });
+        o.backup_timeout_ticks = 40;
+        let rng = ChaCha8Rng::seed_from_u64(id * 1000 + self.boots);
+        let node = Node::open(disk, Path::new("n"), o, rng).expect("open");
+        self.nodes.insert(id, node);
+    }
+
+    /// Run every node's Ready cycle and deliver messages until quiet.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut msgs: Vec<Envelope> = Vec::new();
+            let mut busy = false;
+            for (id, node) in self.nodes.iter_mut() {
+                if self.down.contains(id) {
+                    continue;
+                }
+                node.run_ready().expect("ready");
+                if node.has_backup_work() {
+                    node.step_backups(4096);
+                    busy = true;
+                }
+                let out = node.take_output();
+                msgs.extend(out.messages);
+                for (id, r) in out.replies {
+                    assert!(
+                        self.replies.insert(id, r).is_none(),
+                        "request {id} answered twice"
+                    );
+                }
+            }
+            if msgs.is_empty() && !busy {
+                return;
+            }
+            for m in msgs {
+                if self.down.contains(&m.to) || self.down.contains(&m.from) {
+                    continue;
+                }
+                if let Some(n) = self.nodes.get_mut(&m.to) {
+                    n.step(m);
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    fn tick_until_leader(&mut self) -> u64 {
+        for _ in 0..200 {
+            for (id, n) in self.nodes.iter_mut() {
+                if !self.down.contains(id) {
+                    n.tick();
+                }
+            }
+            self.settle();
+            let leaders: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| !self.down.contains(id) && n.status().role == Role::Leader)
+                .map(|(id, _)| *id)
+                .collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+        }
+        panic!("no leader");
+    }
+
+    fn call(&mut self, node: u64, id: u64, req: Request) -> Response {
+        self.nodes.get_mut(&node).unwrap().request(id, req);
+        self.settle();
+        for _ in 0..200 {
+            if let Some(r) = self.replies.remove(&id) {
+                return r;
+            }
+            for (nid, n) in self.nodes.iter_mut() {
+                if !self.down.contains(nid) {
+                    n.tick();
+                }
+            }
+            self.settle();
+        }
+        panic!("request {id} never answered");
+    }
+}
+
+fn put(k: &str, v: &str) -> Request {
+    Request::Put {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+    }
+}
+
+fn get(k: &str) -> Request {
+    Request::Get {
+        key: k.as_bytes().to_vec(),
+        consistency: Consistency::Linearizable,
+    }
+}
+
+fn value(r: &Response) -> Option<&[u8]> {
+    match r {
+        Response::Value { value, .. } => value.as_deref(),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+#[test]
+fn writes_replicate_and_reads_are_served_by_every_member() {
+    let mut c = Cluster::new(3);
+    let leader = c.tick_until_leader();
+    let r = c.call(leader, 1, put("a", "1"));
+    let Response::Committed { index } = r else {
+        panic!("{r:?}")
+    };
+    for id in 1..=3 {
+        let r = c.call(id, 100 + id, get("a"));
+        assert_eq!(value(&r), Some(&b"1"[..]), "node {id}");
+        let Response::Value { index: at, .. } = r else {
+            unreachable!()
+        };
+        assert!(
+            at >= index,
+            "node {id} read at {at} before the write at {index}"
+        );
+    }
+}
+
+#[test]
+fn a_follower_redirects_writes_to_the_leader() {
+    let mut c = Cluster::new(3);
+    let leader = c.tick_until_leader();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let r = c.call(follower, 1, put("a", "1"));
+    assert_eq!(
+        r,
+        Response::NotLeader {
+            leader: Some(leader)
+        }
+    );
+}
+
+#[test]
+fn cas_and_transactions_validate_when_applied() {
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    assert!(matches!(
+        c.call(l, 1, put("a", "1")),
+        Response::Committed { .. }
+    ));
+    let cas = |expected: Option<&str>, new: &str| Request::Cas {
+        key: b"a".to_vec(),
+        expected: expected.map(|e| e.as_bytes().to_vec()),
+        new: Some(new.as_bytes().to_vec()),
+    };
+    assert!(matches!(
+        c.call(l, 2, cas(Some("1"), "2")),
+        Response::Committed { .. }
+    ));
+    match c.call(l, 3, cas(Some("1"), "3")) {
+        Response::Aborted { key, current, .. } => {
+            assert_eq!(key, b"a");
+            assert_eq!(current.as_deref(), Some(&b"2"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.call(l, 4, cas(None, "x")),
+        Response::Aborted { .. }
+    ));
+    // A transaction that read a=2 and b absent commits; one that read a stale a aborts
+    // and writes nothing (not even its other key).
+    let txn = |a: &str, w: &str| Request::Txn {
+        reads: vec![
+            (b"a".to_vec(), Some(a.as_bytes().to_vec())),
+            (b"b".to_vec(), None),
+        ],
+        writes: vec![
+            (b"a".to_vec(), Some(w.as_bytes().to_vec())),
+            (b"c".to_vec(), Some(w.as_bytes().to_vec())),
+        ],
+    };
+    assert!(matches!(
+        c.call(l, 5, txn("2", "t1")),
+        Response::Committed { .. }
+    ));
+    assert!(matches!(
+        c.call(l, 6, txn("2", "t2")),
+        Response::Aborted { .. }
+    ));
+    assert_eq!(value(&c.call(l, 7, get("c"))), Some(&b"t1"[..]));
+    assert_eq!(value(&c.call(l, 8, get("a"))), Some(&b"t1"[..]));
+}
+
+#[test]
+fn checks_in_one_batch_see_earlier_entries_of_the_batch() {
+    // Two CAS proposed back to back land in one Ready: the second must see the first.
+    let mut c = Cluster::new(1);
+    let l = c.tick_until_leader();
+    let n = c.nodes.get_mut(&l).unwrap();
+    n.request(1, put("a", "0"));
+    n.request(
+        2,
+        Request::Cas {
+            key: b"a".to_vec(),
+            expected: Some(b"0".to_vec()),
+            new: Some(b"1".to_vec()),
+        },
+    );
+    n.request(
+        3,
+        Request::Cas {
+            key: b"a".to_vec(),
+            expected: Some(b"0".to_vec()),
+            new: Some(b"2".to_vec()),
+        },
+    );
+    c.settle();
+    assert!(matches!(c.replies[&2], Response::Committed { .. }));
+    assert!(
+        matches!(c.replies[&3], Response::Aborted { .. }),
+        "{:?}",
+        c.replies[&3]
+    );
+}
+
+#[test]
+fn a_restarted_node_recovers_its_data_and_applied_index() {
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..20 {
+        let r = c.call(l, i, put(&format!("k{i}"), &format!("v{i}")));
+        assert!(matches!(r, Response::Committed { .. }));
+    }
+    let victim = (1..=3).find(|&i| i != l).unwrap();
+    let applied = c.nodes[&victim].applied().clone();
+    c.nodes.remove(&victim);
+    c.disks[&victim].crash(); // power loss: only what was synced survives
+    c.open(victim);
+    let recovered = c.nodes[&victim].applied().clone();
+    assert!(recovered.index <= applied.index);
+    assert_eq!(recovered.conf, applied.conf);
+    c.settle();
+    c.tick_until_leader();
+    let r = c.call(
+        victim,
+        999,
+        Request::Get {
+            key: b"k19".to_vec(),
+            consistency: Consistency::Stale,
+        },
+    );
+    assert_eq!(value(&r), Some(&b"v19"[..]));
+    assert!(c.nodes[&victim].applied().index >= applied.index);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let mut c = Cluster::new(1);
+    let l = c.tick_until_leader();
+    let reserved = Request::Put {
+        key: vec![0xff, 1],
+        value: b"x".to_vec(),
+    };
+    assert!(matches!(c.call(l, 1, reserved), Response::Invalid { .. }));
+    let huge = Request::Put {
+        key: b"k".to_vec(),
+        value: vec![0; ryu_engine::MAX_VALUE_BYTES + 1],
+    };
+    assert!(matches!(c.call(l, 2, huge), Response::Invalid { .. }));
+    let empty_txn = Request::Txn {
+        reads: vec![],
+        writes: vec![],
+    };
+    assert!(matches!(c.call(l, 3, empty_txn), Response::Invalid { .. }));
+    // The reserved key space is invisible to scans.
+    let scan = Request::Scan {
+        start: vec![],
+        end: None,
+        limit: 100,
+        consistency: Consistency::Linearizable,
+    };
+    assert_eq!(
+        c.call(l, 4, scan),
+        Response::Entries {
+            entries: vec![],
+            index: c.nodes[&l].applied().index
+        }
+    );
+}
+
+#[test]
+fn messages_from_another_cluster_are_dropped() {
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    let term = c.nodes[&l].status().term;
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    // A vote request with a huge term from a foreign cluster would depose the
+    // leader if it were accepted.
+    let message = |cluster: u64| Envelope {
+        cluster,
+        from: follower,
+        to: l,
+        payload: ryu_node::Payload::Raft(ryu_raft::Message {
+            from: ryu_raft::NodeId(follower),
+            to: ryu_raft::NodeId(l),
+            term: term + 100,
+            body: ryu_raft::MessageBody::AppendResp {
+                index: 0,
+                reject: None,
+            },
+        }),
+    };
+    c.nodes.get_mut(&l).unwrap().step(message(7));
+    assert_eq!(c.nodes[&l].status().term, term);
+    assert_eq!(c.nodes[&l].status().role, Role::Leader);
+    // The same message from our own cluster does depose it (the test has teeth).
+    c.nodes.get_mut(&l).unwrap().step(message(42));
+    assert_eq!(c.nodes[&l].status().term, term + 100);
+    assert_ne!(c.nodes[&l].status().role, Role::Leader);
+}
+
+/// Restore the backup `id` in `dest` of the store and read back every client key
+/// and the applied index it holds.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn restored(c: &Cluster, dest: &str, id: &str) -> (u64, Pairs) {
+    let store: DynDisk = Arc::new(c.store.clone());
+    let report = ryu_backup::verify(
+        &store,
+        Path::new(dest),
+        id,
+        &ryu_backup::VerifyOptions { deep: true },
+    )
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let scratch: DynDisk = Arc::new(SimDisk::new(5));
+    ryu_backup::restore(
+        &store,
+        Path::new(dest),
+        id,
+        &scratch,
+        Path::new("r"),
+        &Default::default(),
+    )
+    .unwrap();
+    let db = ryu_engine::Db::open(scratch, Path::new("r"), Default::default()).unwrap();
+    let txn = db.begin_read();
+    let applied =
+        ryu_node::AppliedState::decode(&txn.get(ryu_node::command::APPLIED_KEY).unwrap().unwrap())
+            .unwrap();
+    let keys = txn
+        .range(Vec::new()..vec![0xff])
+        .map(|e| e.unwrap())
+        .collect();
+    (applied.index, keys)
+}
+
+fn backup(id: &str, strategy: ryu_node::BackupStrategy) -> Request {
+    Request::Backup {
+        id: id.to_string(),
+        strategy,
+    }
+}
+
+#[test]
+fn leader_and_follower_backups_hold_exactly_the_state_at_their_index() {
+    use ryu_node::BackupStrategy;
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..30 {
+        assert!(matches!(
+            c.call(l, i, put(&format!("k{i:02}"), "v")),
+            Response::Committed { .. }
+        ));
+    }
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    for (node, strategy, id) in [
+        (l, BackupStrategy::Leader, "lead"),
+        (f, BackupStrategy::Follower, "fol"),
+    ] {
+        let r = c.call(node, 100, backup(id, strategy));
+        let Response::BackupDone(done) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(done.node, node);
+        let (index, keys) = restored(&c, &format!("backups/node-{node}"), id);
+        assert_eq!(index, done.index);
+        assert_eq!(keys.len(), 30);
+    }
+    // The wrong node for the strategy gets a clear answer.
+    assert_eq!(
+        c.call(f, 101, backup("x", BackupStrategy::Leader)),
+        Response::NotLeader { leader: Some(l) }
+    );
+    assert!(matches!(
+        c.call(l, 102, backup("y", BackupStrategy::Follower)),
+        Response::Invalid { .. }
+    ));
+    assert!(matches!(
+        c.call(l, 103, backup("../evil", BackupStrategy::Leader)),
+        Response::Invalid { .. }
+    ));
+}
+
+#[test]
+fn a_follower_backup_aborts_cleanly_when_the_follower_changes_role() {
+    use ryu_node::BackupStrategy;
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..20 {
+        c.call(l, i, put(&format!("k{i:02}"), &"x".repeat(3000)));
+    }
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.nodes
+        .get_mut(&f)
+        .unwrap()
+        .request(100, backup("fb", BackupStrategy::Follower));
+    // Cut the follower off before any step: it times out and campaigns.
+    c.down.push(f);
+    let node = c.nodes.get_mut(&f).unwrap();
+    for _ in 0..100 {
+        node.tick();
+        node.run_ready().unwrap();
+        if node.status().role != Role::Follower {
+            break;
+        }
+    }
+    assert_ne!(node.status().role, Role::Follower);
+    node.step_backups(4096);
+    let replies = node.take_output().replies;
+    let (_, r) = replies.iter().find(|(id, _)| *id == 100).expect("answered");
+    match r {
+        Response::BackupFailed { reason } => assert!(reason.contains("aborted"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing in the store looks like a complete backup.
+    let store: DynDisk = Arc::new(c.store.clone());
+    let listed = ryu_backup::list(&store, Path::new(&format!("backups/node-{f}"))).unwrap();
+    assert!(
+        listed
+            .iter()
+            .all(|e| e.status != ryu_backup::BackupStatus::Complete),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn a_cluster_backup_backs_every_node_up_at_the_barrier_with_equal_digests() {
+    use ryu_node::{BackupStrategy, ClusterStatus};
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..25 {
+        c.call(l, i, put(&format!("k{i:02}"), "v"));
+    }
+    let r = c.call(
+        l,
+        100,
+        backup("cb", BackupStrategy::Cluster { quorum_only: false }),
+    );
+    let Response::ClusterBackupDone(m) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(m.status, ClusterStatus::Complete, "{m:?}");
+    assert_eq!(m.nodes.len(), 3);
+    let digests: Vec<_> = m.nodes.iter().map(|n| n.digest.clone().unwrap()).collect();
+    assert!(digests.iter().all(|d| *d == digests[0]));
+    for n in &m.nodes {
+        assert_eq!(n.status, "ok");
+        let (index, keys) = restored(&c, &format!("backups/cb/node-{}", n.node), "cb");
+        assert_eq!(index, m.barrier_index);
+        assert_eq!(keys.len(), 25);
+    }
+    // The manifest on the store says the same.
+    let store: DynDisk = Arc::new(c.store.clone());
+    let f = store.open(Path::new("backups/cb/cluster.json")).unwrap();
+    let mut b = vec![0; f.len().unwrap() as usize];
+    f.read_at(0, &mut b).unwrap();
+    let on_disk: ryu_node::ClusterManifest = serde_json::from_slice(&b).unwrap();
+    assert_eq!(&on_disk, m.as_ref());
+}
+
+#[test]
+fn a_cluster_backup_with_a_node_down_fails_unless_a_quorum_suffices() {
+    use ryu_node::{BackupStrategy, ClusterStatus};
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    c.call(l, 1, put("a", "1"));
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.down.push(f);
+    let r = c.call(
+        l,
+        2,
+        backup("all", BackupStrategy::Cluster { quorum_only: false }),
+    );
+    let Response::ClusterBackupDone(m) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(m.status, ClusterStatus::Failed);
+    assert!(m.reason.as_deref().unwrap().contains("timed out"), "{m:?}");
+    assert!(m.nodes.iter().any(|n| n.node == f && n.status == "missing"));
+    let r = c.call(
+        l,
+        3,
+        backup("quorum", BackupStrategy::Cluster { quorum_only: true }),
+    );
+    let Response::ClusterBackupDone(m) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(m.status, ClusterStatus::Complete, "{m:?}");
+    assert_eq!(m.nodes.iter().filter(|n| n.status == "ok").count(), 2);
+}

@@ -1,0 +1,1443 @@
+//! Scenario `cluster`: 3 or 5 replicated Ryu nodes ([`ryu_node::Node`]: Raft, the
+//! durable log and the engine on one `SimDisk` each) over one `SimNetwork`, with
+//! closed-loop clients doing gets, puts, deletes, compare-and-sets and optimistic
+//! transactions against whichever node they believe leads.
+//!
+//! Each seed draws its own fault mix (swarm testing): process crashes and power loss
+//! (also aimed at the window between a node's `ready` and its writes being durable),
+//! pauses, every partition shape, loss, duplication, reordering, clock drift, write
+//! and sync errors, lease reads or ReadIndex. Persistence and client links take
+//! simulated time.
+//!
+//! Checked:
+//! - after every event: **election safety** (one leader per term), and **replica
+//!   equality**: two nodes that applied the same index hold the same engine contents
+//!   (compared by a digest of a full scan, cached per node and index);
+//! - **state machine safety**: no two nodes apply different entries at one index;
+//! - at the end: the client history (every acknowledged and every unknown-outcome
+//!   operation, plus a final read of every key) is **linearizable** (so no
+//!   acknowledged write was lost), checked per key with Wing and Gong search;
+//! - **liveness**: after faults heal, within a bounded simulated time every node has
+//!   applied a probe write, and the final reads complete.
+
+use crate::history::{History, OpKind, Outcome};
+use crate::kv_model::KvModel;
+use crate::raft_checks::RaftChecker;
+use crate::{Failure, RunOptions, RunReport};
+use ryu_io::{Clock, Disk, DynDisk};
+use ryu_node::backups::CLUSTER_MANIFEST;
+use ryu_node::{
+    BackupResult, BackupStrategy, BackupTarget, ClusterManifest, ClusterStatus, Consistency,
+    Envelope, Node, NodeError, NodeOptions, Request, Response,
+};
+use ryu_raft::{Config, DiskLogOptions, Index, LeaseRead, Role, Term};
+use ryu_sim::{
+    DiskFaults, EventQueue, Lifecycle, NetConfig, Next, Ratio, SimClock, SimDisk, SimNetwork,
+    SimRng, Trace, WorldTime, next_happening, trace_event,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Planted node-level bugs this scenario can switch on (feature `planted-bugs`).
+#[cfg(feature = "planted-bugs")]
+pub const BUGS: &[(&str, &str)] = &[
+    (
+        "follower-read-without-read-index",
+        "a follower serves a linearizable read from its own state",
+    ),
+    (
+        "backup-at-applied-index",
+        "a node backs up at its applied index instead of the barrier's",
+    ),
+    (
+        "cluster-backup-success-before-all-digests",
+        "the cluster backup reports success before every digest arrived",
+    ),
+];
+#[cfg(not(feature = "planted-bugs"))]
+pub const BUGS: &[(&str, &str)] = &[];
+
+const TICK_NS: u64 = 10_000_000;
+const LIVENESS_BOUND_NS: u64 = 60_000_000_000;
+const NODE_DIR: &str = "node";
+const KEYS: u64 = 6;
+const BACKUP_DIR: &str = "backups";
+/// Client id of the operator's admin requests (0 is the liveness probe).
+const ADMIN: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+struct Shape {
+    voters: u64,
+    clients: u64,
+    fault_phase_ns: u64,
+    fault_interval_ns: u64,
+    think_ns_max: u64,
+    client_timeout_ns: u64,
+    crashes: bool,
+    power_loss: Ratio,
+    pauses: bool,
+    partitions: bool,
+    net: NetConfig,
+    disk: DiskFaults,
+    drift_ppm_max: i64,
+    lease: bool,
+    persist_ns_max: u64,
+    crash_in_persist: Ratio,
+    /// Share of client requests sent to a random node instead of the believed leader.
+    misdirect: Ratio,
+    /// Admin backups (leader, follower or cluster) during the fault phase.
+    backups: bool,
+    backup_interval_ns: u64,
+}
+
+impl Shape {
+    fn draw(rng: &mut SimRng) -> Shape {
+        let mut disk = DiskFaults::default();
+        if rng.chance(Ratio::new(1, 2)) {
+            disk.write_error = Ratio::new(rng.between(1, 3) as u32, 1000);
+            disk.sync_error = Ratio::new(rng.between(1, 3) as u32, 1000);
+        }
+        let mut net = NetConfig::draw(rng);
+        net.latency_max_ns = net.latency_max_ns.min(20_000_000);
+        Shape {
+            voters: [3, 3, 5][rng.index(3)],
+            clients: rng.between(2, 6),
+            fault_phase_ns: rng.between(2_000, 8_000) * 1_000_000,
+            fault_interval_ns: rng.between(50, 600) * 1_000_000,
+            think_ns_max: rng.between(1, 40) * 1_000_000,
+            client_timeout_ns: rng.between(200, 2_000) * 1_000_000,
+            crashes: rng.chance(Ratio::new(3, 4)),
+            power_loss: Ratio::new(rng.between(0, 4) as u32, 4),
+            pauses: rng.chance(Ratio::new(1, 2)),
+            partitions: rng.chance(Ratio::new(3, 4)),
+            net,
+            disk,
+            drift_ppm_max: [0, 100, 10_000][rng.index(3)] as i64,
+            lease: rng.chance(Ratio::new(1, 4)),
+            persist_ns_max: rng.between(100_000, 5_000_000),
+            crash_in_persist: rng.swarm_ratio(Ratio::new(1, 2), 3, 100),
+            misdirect: Ratio::new(rng.between(0, 3) as u32, 4),
+            backups: rng.chance(Ratio::new(3, 4)),
+            backup_interval_ns: rng.between(300, 2_000) * 1_000_000,
+        }
+    }
+}
+
+struct SimNode {
+    disk: SimDisk,
+    clock: SimClock,
+    life: Lifecycle,
+    incarnation: u64,
+    node: Option<Node>,
+    held: Vec<Envelope>,
+    ticks: u64,
+    persist_scheduled: bool,
+    backup_step_scheduled: bool,
+    rng: SimRng,
+    /// (applied index, digest of the engine's contents there), last computed.
+    digest: Option<(Index, u64)>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    /// An operator asks for a backup.
+    Backup,
+    /// Advance a node's backup jobs: (node, incarnation).
+    BackupStep(u64, u64),
+    Tick(u64),
+    PersistDone(u64, u64),
+    Restart(u64),
+    Resume(u64),
+    Fault,
+    Heal,
+    /// A request reaches a node: (node, request id).
+    Arrive(u64, u64),
+    /// A reply reaches its client: (request id, response).
+    Answer(u64, Response),
+    ClientNext(u64),
+    ClientTimeout(u64, u64),
+    EndFaults,
+    Probe,
+    Deadline,
+}
+
+/// What a client is doing now.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A single operation.
+    Single,
+    /// An optimistic transaction: reading `keys` one by one, then committing.
+    TxnReads {
+        keys: Vec<Vec<u8>>,
+        read: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
+    /// The final read of every key, in the liveness phase.
+    Final { next_key: u64 },
+}
+
+#[derive(Debug)]
+struct Client {
+    /// The request in flight: (request id, history index of its operation).
+    in_flight: Option<(u64, usize)>,
+    believed_leader: u64,
+    step: Step,
+    last_seen: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    next_value: u64,
+    done: bool,
+}
+
+/// Where each request id goes.
+#[derive(Debug, Clone)]
+struct RequestInfo {
+    client: u64,
+    node: u64,
+    request: Request,
+}
+
+/// Run one seed.
+pub fn run(opts: &RunOptions) -> RunReport {
+    let mut world = World::new(opts.clone());
+    let result = world.run();
+    RunReport {
+        scenario: "cluster",
+        seed: opts.seed,
+        fingerprint: world.trace.fingerprint(),
+        events: world.trace.events(),
+        summary: world.summary(),
+        result: result.map_err(|message| Failure {
+            message,
+            trace_tail: world.trace.tail().map(String::from).collect(),
+        }),
+    }
+}
+
+struct World {
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    opts: RunOptions,
+    shape: Shape,
+    rng: SimRng,
+    time: WorldTime,
+    queue: EventQueue<Ev>,
+    net: SimNetwork<Envelope>,
+    trace: Trace,
+    nodes: BTreeMap<u64, SimNode>,
+    clients: BTreeMap<u64, Client>,
+    requests: BTreeMap<u64, RequestInfo>,
+    next_request: u64,
+    history: History,
+    faults_on: bool,
+    raft_checker: RaftChecker,
+    /// index -> term of the entry applied there, by anyone.
+    applied: BTreeMap<Index, Term>,
+    /// applied index -> engine digest, from the first node that reported it.
+    digests: BTreeMap<Index, (u64, u64)>,
+    probe: Option<(u64, Index)>,
+    ops_ok: u64,
+    ops_unknown: u64,
+    ops_failed: u64,
+    /// The backup store every node writes to (a separate, fault-free device).
+    store: SimDisk,
+    model: KvModel,
+    backups_done: Vec<BackupResult>,
+    next_backup: u64,
+    backup_failures: u64,
+}
+
+impl World {
+    fn new(opts: RunOptions) -> World {
+        let mut rng = SimRng::new(opts.seed);
+        let shape = Shape::draw(&mut rng);
+        let ids: Vec<u64> = (1..=shape.voters).collect();
+        let net = SimNetwork::new(rng.fork("net"), shape.net, &ids);
+        let time = WorldTime::new();
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let drift = if shape.drift_ppm_max == 0 {
+                0
+            } else {
+                rng.between(0, 2 * shape.drift_ppm_max as u64) as i64 - shape.drift_ppm_max
+            };
+            let disk = SimDisk::with_faults(rng.fork("disk").next_u64(), shape.disk);
+            nodes.insert(
+                id,
+                SimNode {
+                    disk,
+                    clock: SimClock::new(time.clone(), drift, 0),
+                    life: Lifecycle::Crashed,
+                    incarnation: 0,
+                    node: None,
+                    held: Vec::new(),
+                    ticks: 0,
+                    persist_scheduled: false,
+                    backup_step_scheduled: false,
+                    rng: rng.fork("node"),
+                    digest: None,
+                },
+            );
+        }
+        let clients = (1..=shape.clients)
+            .map(|c| {
+                (
+                    c,
+                    Client {
+                        in_flight: None,
+                        believed_leader: 1 + (c - 1) % shape.voters,
+                        step: Step::Single,
+                        last_seen: BTreeMap::new(),
+                        next_value: 0,
+                        done: false,
+                    },
+                )
+            })
+            .collect();
+        let mut trace = Trace::new(opts.trace_tail_lines.max(60));
+        trace.set_echo(opts.echo_trace);
+        let store = SimDisk::new(opts.seed ^ 0x5707e);
+        World {
+            opts,
+            shape,
+            rng,
+            time,
+            queue: EventQueue::new(),
+            net,
+            trace,
+            nodes,
+            clients,
+            requests: BTreeMap::new(),
+            next_request: 1,
+            history: History::default(),
+            faults_on: true,
+            raft_checker: RaftChecker::default(),
+            applied: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            probe: None,
+            ops_ok: 0,
+            ops_unknown: 0,
+            ops_failed: 0,
+            store,
+            model: KvModel::default(),
+            backups_done: Vec::new(),
+            next_backup: 1,
+            backup_failures: 0,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let s = &self.shape;
+        let n = self.net.counts();
+        let crashes: u64 = self
+            .nodes
+            .values()
+            .map(|n| n.disk.fault_counts().crashes)
+            .sum();
+        format!(
+            "voters={} clients={} lease={} drift<={}ppm loss={} dup={} reorder={}; ops ok={} unknown={} failed={} \
+             applied={} leaders={} crashes={} net: sent={} lost={}",
+            s.voters,
+            s.clients,
+            s.lease,
+            s.drift_ppm_max,
+            s.net.loss,
+            s.net.duplicate,
+            s.net.reorder,
+            self.ops_ok,
+            self.ops_unknown,
+            self.ops_failed,
+            self.applied.len(),
+            self.raft_checker.leader_count(),
+            crashes,
+            n.sent,
+            n.lost,
+        )
+    }
+
+    fn now(&self) -> u64 {
+        self.queue.now_ns()
+    }
+
+    fn node_options(&self, id: u64) -> NodeOptions {
+        let mut o = NodeOptions::new(id, (1..=self.shape.voters).collect());
+        o.cluster_id = 0x5eed_0000 ^ self.opts.seed;
+        let mut c = Config::new(id);
+        c.election_tick = 10;
+        c.heartbeat_tick = 2;
+        c.max_size_per_msg_bytes = 8192;
+        c.max_inflight_msgs = 16;
+        if self.shape.lease {
+            c.lease_read = Some(LeaseRead {
+                max_clock_drift_ticks: 2,
+            });
+        }
+        o.raft = c;
+        o.log = DiskLogOptions {
+            segment_size_bytes: 32 << 10,
+        };
+        o.engine.wal_segment_bytes = 64 << 10;
+        o.engine.checkpoint_after_bytes = 16 << 10;
+        o.engine.cache_pages = 64;
+        o.read_timeout_ticks = 50;
+        o.backup = Some(BackupTarget {
+            disk: Arc::new(self.store.clone()),
+            dir: BACKUP_DIR.into(),
+            clock: Arc::new(self.nodes[&id].clock.clone()),
+        });
+        o.backup_timeout_ticks = 300;
+        #[cfg(feature = "planted-bugs")]
+        {
+            use ryu_node::PlantedBug as B;
+            let bugs = [
+                (
+                    "follower-read-without-read-index",
+                    B::FollowerReadWithoutReadIndex,
+                ),
+                ("backup-at-applied-index", B::BackupAtAppliedIndex),
+                (
+                    "cluster-backup-success-before-all-digests",
+                    B::ClusterBackupSuccessBeforeAllDigests,
+                ),
+            ];
+            o.planted_bug = bugs
+                .iter()
+                .find(|(name, _)| self.opts.bugs.contains(*name))
+                .map(|(_, b)| *b);
+        }
+        o
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.start(id)?;
+        }
+        let clients: Vec<u64> = self.clients.keys().copied().collect();
+        for c in clients {
+            let d = self.rng.between(1, 50) * 1_000_000;
+            self.queue.schedule_in(d, Ev::ClientNext(c));
+        }
+        self.queue
+            .schedule_in(self.shape.fault_interval_ns, Ev::Fault);
+        if self.shape.backups {
+            self.queue
+                .schedule_in(self.shape.backup_interval_ns, Ev::Backup);
+        }
+        self.queue
+            .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
+        loop {
+            match next_happening(&mut self.queue, &mut self.net) {
+                None => return Err("the world stopped: no event left".into()),
+                Some(Next::Deliver(d)) => {
+                    self.time.set(d.at_ns);
+                    self.deliver(d.to, d.msg)?;
+                }
+                Some(Next::Dropped(at)) => self.time.set(at),
+                Some(Next::Event(at, ev)) => {
+                    self.time.set(at);
+                    if self.handle(ev)? {
+                        return self.final_checks();
+                    }
+                }
+            }
+            self.check()?;
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<bool, String> {
+        match ev {
+            Ev::Tick(id) => self.tick(id)?,
+            Ev::PersistDone(id, inc) => self.persist_done(id, inc)?,
+            Ev::Restart(id) => self.start(id)?,
+            Ev::Resume(id) => self.resume(id)?,
+            Ev::Fault => {
+                if self.faults_on {
+                    self.fault();
+                    let d = self.rng.between(1, 2 * self.shape.fault_interval_ns);
+                    self.queue.schedule_in(d, Ev::Fault);
+                }
+            }
+            Ev::Heal => {
+                trace_event!(self.trace, self.now(), None, "heal", "");
+                self.net.heal();
+            }
+            Ev::Arrive(node, request) => self.arrive(node, request)?,
+            Ev::Answer(request, response) => self.answer(request, response)?,
+            Ev::ClientNext(c) => self.client_next(c)?,
+            Ev::ClientTimeout(c, request) => self.client_timeout(c, request)?,
+            Ev::EndFaults => self.end_faults()?,
+            Ev::Probe => return self.probe(),
+            Ev::Backup => {
+                if self.faults_on {
+                    self.admin_backup();
+                    let d = self.rng.between(1, 2 * self.shape.backup_interval_ns);
+                    self.queue.schedule_in(d, Ev::Backup);
+                }
+            }
+            Ev::BackupStep(id, inc) => self.backup_step(id, inc)?,
+            Ev::Deadline => {
+                return Err(format!(
+                    "liveness: the cluster did not converge within {} s after faults healed",
+                    LIVENESS_BOUND_NS / 1_000_000_000
+                ));
+            }
+        }
+        Ok(false)
+    }
+
+    // ---- nodes ------------------------------------------------------------------------
+
+    fn start(&mut self, id: u64) -> Result<(), String> {
+        let now = self.now();
+        let options = self.node_options(id);
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        if n.life != Lifecycle::Crashed {
+            return Ok(());
+        }
+        let disk: DynDisk = Arc::new(n.disk.clone());
+        let rng = n.rng.child_chacha("node");
+        match Node::open(disk, Path::new(NODE_DIR), options, rng) {
+            Ok(node) => {
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(id),
+                    "start",
+                    "applied={} hs={:?}",
+                    node.applied().index,
+                    node.raft().hard_state()
+                );
+                n.node = Some(node);
+            }
+            Err(e @ (NodeError::Io(_) | NodeError::Log(_) | NodeError::Engine(_)))
+                if is_transient(&e) =>
+            {
+                trace_event!(self.trace, now, Some(id), "start-failed", "{e}");
+                n.disk.crash();
+                self.queue.schedule_in(50_000_000, Ev::Restart(id));
+                return Ok(());
+            }
+            Err(e) => return Err(format!("node {id} cannot recover its disk: {e}")),
+        }
+        n.ticks = n.clock.monotonic_ns() / TICK_NS;
+        n.persist_scheduled = false;
+        n.backup_step_scheduled = false;
+        n.life = Lifecycle::Up;
+        n.incarnation += 1;
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    fn schedule_tick(&mut self, id: u64) {
+        let n = &self.nodes[&id];
+        let drift = n.clock.drift_ppm();
+        let interval = (i128::from(TICK_NS) * 1_000_000 / (1_000_000 + i128::from(drift))) as u64;
+        self.queue.schedule_in(interval, Ev::Tick(id));
+    }
+
+    fn crash(&mut self, id: u64, power_loss: bool, why: &str) {
+        let now = self.now();
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "crash",
+            "{why} power_loss={power_loss}"
+        );
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        n.node = None;
+        n.held.clear();
+        n.life = Lifecycle::Crashed;
+        n.persist_scheduled = false;
+        n.digest = None;
+        if power_loss {
+            n.disk.crash();
+        }
+        self.net.drop_node_traffic(id);
+        let d = self.rng.between(10, 1000) * 1_000_000;
+        self.queue.schedule_in(d, Ev::Restart(id));
+    }
+
+    fn resume(&mut self, id: u64) -> Result<(), String> {
+        if self.nodes[&id].life != Lifecycle::Paused {
+            return Ok(());
+        }
+        trace_event!(self.trace, self.now(), Some(id), "resume", "");
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.life = Lifecycle::Up;
+        for m in std::mem::take(&mut n.held) {
+            self.deliver(id, m)?;
+        }
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    fn tick(&mut self, id: u64) -> Result<(), String> {
+        if self.nodes[&id].life != Lifecycle::Up {
+            return Ok(());
+        }
+        self.catch_up_ticks(id);
+        self.schedule_tick(id);
+        self.drive(id)
+    }
+
+    /// Hand the node every tick its clock says is due, before any other input (a
+    /// paused process must learn that time passed before it answers anything).
+    fn catch_up_ticks(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).expect("node");
+        let Some(node) = n.node.as_mut() else { return };
+        let due = n.clock.monotonic_ns() / TICK_NS;
+        while n.ticks < due {
+            node.tick();
+            n.ticks += 1;
+        }
+    }
+
+    fn deliver(&mut self, to: u64, msg: Envelope) -> Result<(), String> {
+        let Some(n) = self.nodes.get_mut(&to) else {
+            return Ok(());
+        };
+        match n.life {
+            Lifecycle::Crashed => return Ok(()),
+            Lifecycle::Paused => {
+                n.held.push(msg);
+                return Ok(());
+            }
+            Lifecycle::Up => {}
+        }
+        trace_event!(
+            self.trace,
+            self.now(),
+            Some(to),
+            "recv",
+            "{:?}",
+            msg.payload
+        );
+        self.catch_up_ticks(to);
+        let n = self.nodes.get_mut(&to).expect("node");
+        n.node.as_mut().expect("up").step(msg);
+        self.drive(to)
+    }
+
+    /// Send what the node produced and start its next Ready if it has one.
+    fn drive(&mut self, id: u64) -> Result<(), String> {
+        self.flush_output(id);
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.life != Lifecycle::Up {
+            return Ok(());
+        }
+        if !n.backup_step_scheduled && n.node.as_ref().is_some_and(Node::has_backup_work) {
+            n.backup_step_scheduled = true;
+            let inc = n.incarnation;
+            let d = self.rng.between(1, 5) * 1_000_000;
+            self.queue.schedule_in(d, Ev::BackupStep(id, inc));
+        }
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.persist_scheduled {
+            return Ok(());
+        }
+        let node = n.node.as_mut().expect("up");
+        if !node.ready_begin() {
+            return Ok(());
+        }
+        n.persist_scheduled = true;
+        let inc = n.incarnation;
+        self.flush_output(id);
+        let delay = self.rng.between(10_000, self.shape.persist_ns_max);
+        self.queue.schedule_in(delay, Ev::PersistDone(id, inc));
+        Ok(())
+    }
+
+    fn flush_output(&mut self, id: u64) {
+        let now = self.now();
+        let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) else {
+            return;
+        };
+        let out = node.take_output();
+        for m in out.messages {
+            trace_event!(self.trace, now, Some(id), "send", "{:?}", m.payload);
+            let to = m.to;
+            self.net.send(now, id, to, m);
+        }
+        for (request, response) in out.replies {
+            let d = self.rng.between(50_000, 2_000_000);
+            self.queue.schedule_in(d, Ev::Answer(request, response));
+        }
+    }
+
+    fn persist_done(&mut self, id: u64, incarnation: u64) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.incarnation != incarnation || n.life == Lifecycle::Crashed {
+            return Ok(());
+        }
+        if n.life == Lifecycle::Paused {
+            self.queue
+                .schedule_in(TICK_NS, Ev::PersistDone(id, incarnation));
+            return Ok(());
+        }
+        if self.faults_on && self.may_fail() && self.rng.chance(self.shape.crash_in_persist) {
+            self.crash(id, true, "power loss during persist");
+            return Ok(());
+        }
+        self.catch_up_ticks(id);
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.persist_scheduled = false;
+        let node = n.node.as_mut().expect("up");
+        let before = node.applied().index;
+        if let Err(e) = node.ready_finish() {
+            let power = self.rng.chance(Ratio::new(1, 2));
+            self.crash(id, power, &format!("node error: {e}"));
+            return Ok(());
+        }
+        let after = node.applied().index;
+        if after > before {
+            self.record_applied(id, before, after)?;
+        }
+        self.drive(id)
+    }
+
+    /// State machine safety: every entry applied anywhere is the same entry
+    /// everywhere (an index and a term name one entry, by log matching).
+    fn record_applied(&mut self, id: u64, before: Index, after: Index) -> Result<(), String> {
+        let max_term = self.max_term();
+        let node = self.nodes[&id].node.as_ref().expect("up");
+        let log = &node.raft().raft().log;
+        // A node may have applied entries in a batch whose end it did not survive
+        // (a failed sync after applying): start from what the model has seen.
+        let from = before.min(self.model.index) + 1;
+        for index in from..=after {
+            let Ok(term) = log.term(index) else { continue };
+            match self.applied.get(&index) {
+                Some(&t) if t != term => {
+                    return Err(format!(
+                        "state machine safety: node {id} applied {term}/{index} but another node applied {t}/{index}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(index, term);
+                    self.raft_checker.first_applied(index, term, max_term);
+                    let entry = log
+                        .slice(index, index + 1, u64::MAX)
+                        .map_err(|e| format!("node {id} cannot read applied entry {index}: {e}"))?;
+                    self.model.apply(index, entry[0].kind, &entry[0].data)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest term any live node has reached.
+    fn max_term(&self) -> Term {
+        self.nodes
+            .values()
+            .filter_map(|n| Some(n.node.as_ref()?.raft().hard_state().term))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn may_fail(&self) -> bool {
+        let f = (self.shape.voters - 1) / 2;
+        let down = self
+            .nodes
+            .values()
+            .filter(|n| n.life != Lifecycle::Up)
+            .count() as u64;
+        down < f
+    }
+
+    fn random_up_node(&mut self) -> Option<u64> {
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.life == Lifecycle::Up)
+            .map(|(id, _)| *id)
+            .collect();
+        (!up.is_empty()).then(|| up[self.rng.index(up.len())])
+    }
+
+    fn fault(&mut self) {
+        let may_fail = self.may_fail();
+        match self.rng.below(3) {
+            0 if self.shape.crashes && may_fail => {
+                if let Some(id) = self.random_up_node() {
+                    let power = self.rng.chance(self.shape.power_loss);
+                    self.crash(id, power, "scheduled");
+                }
+            }
+            1 if self.shape.pauses && may_fail => {
+                if let Some(id) = self.random_up_node() {
+                    trace_event!(self.trace, self.now(), Some(id), "pause", "");
+                    self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                    let d = self.rng.between(10, 2000) * 1_000_000;
+                    self.queue.schedule_in(d, Ev::Resume(id));
+                }
+            }
+            2 if self.shape.partitions => {
+                let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+                let what = self.net.random_partition(&mut self.rng, &nodes);
+                trace_event!(self.trace, self.now(), None, "fault", "{what}");
+                let d = self.rng.between(50, 3000) * 1_000_000;
+                self.queue.schedule_in(d, Ev::Heal);
+            }
+            _ => {}
+        }
+    }
+
+    fn end_faults(&mut self) -> Result<(), String> {
+        trace_event!(
+            self.trace,
+            self.now(),
+            None,
+            "liveness-phase",
+            "heal everything"
+        );
+        self.faults_on = false;
+        self.net.heal_all_faults();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.nodes[&id].disk.set_faults(DiskFaults::default());
+            match self.nodes[&id].life {
+                Lifecycle::Paused => self.resume(id)?,
+                Lifecycle::Crashed => self.start(id)?,
+                Lifecycle::Up => {}
+            }
+        }
+        self.queue.schedule_in(LIVENESS_BOUND_NS, Ev::Deadline);
+        self.queue.schedule_in(TICK_NS * 5, Ev::Probe);
+        Ok(())
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let mut best: Option<(Term, u64)> = None;
+        for (&id, n) in &self.nodes {
+            let Some(node) = n.node.as_ref() else {
+                continue;
+            };
+            if n.life != Lifecycle::Up {
+                continue;
+            }
+            let s = node.status();
+            if s.role == Role::Leader && best.is_none_or(|(t, _)| s.term > t) {
+                best = Some((s.term, id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Liveness: once a probe write is committed, every node must apply up to it and
+    /// every client must finish its final reads.
+    fn probe(&mut self) -> Result<bool, String> {
+        if let Some((_, index)) = self.probe {
+            let all_applied = self.nodes.values().all(|n| {
+                n.node
+                    .as_ref()
+                    .is_some_and(|node| node.applied().index >= index)
+            });
+            let clients_done = self.clients.values().all(|c| c.done);
+            let backups_done = self.model.barriers.keys().all(|id| {
+                self.store
+                    .exists(&Path::new(BACKUP_DIR).join(id).join(CLUSTER_MANIFEST))
+                    .unwrap_or(false)
+            });
+            if all_applied && clients_done && backups_done {
+                trace_event!(
+                    self.trace,
+                    self.now(),
+                    None,
+                    "liveness",
+                    "converged at {index}"
+                );
+                return Ok(true);
+            }
+        } else if let Some(leader) = self.leader() {
+            // A probe straight into the leader: committed means a commit index to
+            // converge on.
+            let request = self.next_request;
+            self.next_request += 1;
+            self.requests.insert(
+                request,
+                RequestInfo {
+                    client: 0,
+                    node: leader,
+                    request: Request::Put {
+                        key: b"probe".to_vec(),
+                        value: b"1".to_vec(),
+                    },
+                },
+            );
+            self.queue.schedule_in(0, Ev::Arrive(leader, request));
+        }
+        self.queue.schedule_in(TICK_NS * 20, Ev::Probe);
+        Ok(false)
+    }
+
+    // ---- clients --------------------------------------------------------------------
+
+    fn key(&mut self) -> Vec<u8> {
+        format!("k{}", self.rng.below(KEYS)).into_bytes()
+    }
+
+    fn client_next(&mut self, c: u64) -> Result<(), String> {
+        let client = &self.clients[&c];
+        if client.in_flight.is_some() || client.done {
+            return Ok(());
+        }
+        let step = client.step.clone();
+        let request = match step {
+            Step::Final { next_key } => {
+                if next_key >= KEYS {
+                    self.clients.get_mut(&c).expect("client").done = true;
+                    return Ok(());
+                }
+                Request::Get {
+                    key: format!("k{next_key}").into_bytes(),
+                    consistency: Consistency::Linearizable,
+                }
+            }
+            Step::TxnReads { keys, read } => {
+                if read.len() < keys.len() {
+                    Request::Get {
+                        key: keys[read.len()].clone(),
+                        consistency: Consistency::Linearizable,
+                    }
+                } else {
+                    let writes = keys
+                        .iter()
+                        .map(|k| (k.clone(), Some(self.fresh_value(c))))
+                        .collect();
+                    Request::Txn {
+                        reads: read.clone(),
+                        writes,
+                    }
+                }
+            }
+            Step::Single if !self.faults_on => {
+                self.clients.get_mut(&c).expect("client").step = Step::Final { next_key: 0 };
+                return self.client_next(c);
+            }
+            Step::Single => match self.rng.below(20) {
+                0..=6 => Request::Get {
+                    key: self.key(),
+                    consistency: Consistency::Linearizable,
+                },
+                7..=11 => {
+                    let key = self.key();
+                    Request::Put {
+                        key,
+                        value: self.fresh_value(c),
+                    }
+                }
+                12 => Request::Delete { key: self.key() },
+                13..=16 => {
+                    let key = self.key();
+                    let expected = self.clients[&c].last_seen.get(&key).cloned().flatten();
+                    let new = Some(self.fresh_value(c));
+                    Request::Cas { key, expected, new }
+                }
+                _ => {
+                    // Transactions span a fixed pair of keys (k0+k1, k2+k3, ...), so the
+                    // history still splits into small partitions for the checker.
+                    let pair = self.rng.below(KEYS / 2) * 2;
+                    let a = format!("k{pair}").into_bytes();
+                    let b = format!("k{}", pair + 1).into_bytes();
+                    self.clients.get_mut(&c).expect("client").step = Step::TxnReads {
+                        keys: vec![a, b],
+                        read: Vec::new(),
+                    };
+                    return self.client_next(c);
+                }
+            },
+        };
+        self.issue(c, request);
+        Ok(())
+    }
+
+    fn fresh_value(&mut self, c: u64) -> Vec<u8> {
+        let client = self.clients.get_mut(&c).expect("client");
+        client.next_value += 1;
+        format!("c{c}v{}", client.next_value).into_bytes()
+    }
+
+    fn issue(&mut self, c: u64, request: Request) {
+        let now = self.now();
+        let misdirect = self.rng.chance(self.shape.misdirect);
+        let node = if misdirect {
+            1 + self.rng.below(self.shape.voters)
+        } else {
+            self.clients[&c].believed_leader
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let op = self.history.call(c, now, kind_of(&request));
+        trace_event!(
+            self.trace,
+            now,
+            None,
+            "client",
+            "c{c} #{id} -> n{node}: {request:?}"
+        );
+        self.clients.get_mut(&c).expect("client").in_flight = Some((id, op));
+        self.requests.insert(
+            id,
+            RequestInfo {
+                client: c,
+                node,
+                request,
+            },
+        );
+        let d = self.rng.between(50_000, 2_000_000);
+        self.queue.schedule_in(d, Ev::Arrive(node, id));
+        self.queue
+            .schedule_in(self.shape.client_timeout_ns, Ev::ClientTimeout(c, id));
+    }
+
+    fn arrive(&mut self, node: u64, request: u64) -> Result<(), String> {
+        let n = &self.nodes[&node];
+        if n.life != Lifecycle::Up {
+            return Ok(()); // lost: the client times out
+        }
+        self.catch_up_ticks(node);
+        let req = self.requests[&request].request.clone();
+        let n = self.nodes.get_mut(&node).expect("node");
+        n.node.as_mut().expect("up").request(request, req);
+        self.drive(node)
+    }
+
+    fn answer(&mut self, request: u64, response: Response) -> Result<(), String> {
+        let Some(info) = self.requests.remove(&request) else {
+            return Ok(()); // a late answer to a request already given up on
+        };
+        let now = self.now();
+        trace_event!(
+            self.trace,
+            now,
+            None,
+            "reply",
+            "#{request} from n{}: {response:?}",
+            info.node
+        );
+        if info.client == ADMIN {
+            self.admin_answer(&info, response);
+            return Ok(());
+        }
+        if info.client == 0 {
+            // The liveness probe.
+            if let Response::Committed { index } = response {
+                self.probe.get_or_insert((request, index));
+            }
+            return Ok(());
+        }
+        let c = info.client;
+        let Some((id, op)) = self.clients[&c].in_flight else {
+            return Ok(());
+        };
+        if id != request {
+            return Ok(());
+        }
+        let client = self.clients.get_mut(&c).expect("client");
+        client.in_flight = None;
+        let mut retry_same_step = false;
+        match &response {
+            Response::NotLeader { leader } => {
+                if let Some(l) = leader {
+                    client.believed_leader = *l;
+                } else {
+                    client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                }
+                self.history.fail(op);
+                self.ops_failed += 1;
+                retry_same_step = true;
+            }
+            Response::Unavailable { .. } => {
+                client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                self.history.fail(op);
+                self.ops_failed += 1;
+                retry_same_step = true;
+            }
+            Response::Invalid { reason } => {
+                return Err(format!("client {c} sent an invalid request: {reason}"));
+            }
+            Response::Status(_)
+            | Response::Entries { .. }
+            | Response::BackupDone(_)
+            | Response::ClusterBackupDone(_)
+            | Response::BackupFailed { .. } => {
+                return Err(format!("unexpected answer {response:?}"));
+            }
+            Response::Value { value, .. } => {
+                let key = match &info.request {
+                    Request::Get { key, .. } => key.clone(),
+                    other => return Err(format!("a value answer to {other:?}")),
+                };
+                client.last_seen.insert(key.clone(), value.clone());
+                self.history.complete(op, now, Outcome::Read(value.clone()));
+                self.ops_ok += 1;
+                match &mut client.step {
+                    Step::TxnReads { read, .. } => read.push((key, value.clone())),
+                    Step::Final { next_key } => *next_key += 1,
+                    Step::Single => {}
+                }
+            }
+            Response::Committed { .. } => {
+                self.history.complete(op, now, Outcome::Applied(true));
+                self.ops_ok += 1;
+                client.step = match &client.step {
+                    Step::Final { next_key } => Step::Final {
+                        next_key: *next_key,
+                    },
+                    _ => Step::Single,
+                };
+            }
+            Response::Aborted { key, current, .. } => {
+                client.last_seen.insert(key.clone(), current.clone());
+                self.history.complete(op, now, Outcome::Applied(false));
+                self.ops_ok += 1;
+                client.step = Step::Single;
+            }
+        }
+        if retry_same_step && matches!(client.step, Step::TxnReads { .. }) {
+            // Start the transaction over: its reads may be stale by now.
+            if let Step::TxnReads { read, .. } = &mut client.step {
+                read.clear();
+            }
+        }
+        let d = self.rng.between(0, self.shape.think_ns_max);
+        self.queue.schedule_in(d, Ev::ClientNext(c));
+        Ok(())
+    }
+
+    fn client_timeout(&mut self, c: u64, request: u64) -> Result<(), String> {
+        let now = self.now();
+        let client = self.clients.get_mut(&c).expect("client");
+        if client.in_flight.map(|(id, _)| id) != Some(request) {
+            return Ok(());
+        }
+        let (_, op) = client.in_flight.take().expect("checked");
+        trace_event!(self.trace, now, None, "timeout", "c{c} #{request}");
+        self.history.unknown(op);
+        self.ops_unknown += 1;
+        self.requests.remove(&request);
+        client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+        if let Step::TxnReads { read, .. } = &mut client.step {
+            read.clear();
+            client.step = Step::Single;
+        }
+        self.queue.schedule_in(0, Ev::ClientNext(c));
+        Ok(())
+    }
+
+    // ---- checks -----------------------------------------------------------------------
+
+    fn check(&mut self) -> Result<(), String> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let rafts: Vec<(u64, &ryu_raft::RawNode<ryu_raft::DiskLog>)> = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, n)| Some((id, n.node.as_ref()?.raft())))
+            .collect();
+        self.raft_checker.check(&rafts)?;
+        for &id in &ids {
+            let Some(node) = self.nodes[&id].node.as_ref() else {
+                continue;
+            };
+            // Replica equality at equal applied indexes.
+            let applied = node.applied().index;
+            let n = self.nodes.get_mut(&id).expect("node");
+            if n.digest.map(|(i, _)| i) != Some(applied) {
+                let digest = state_digest(n.node.as_ref().expect("up"))?;
+                n.digest = Some((applied, digest));
+                match self.digests.get(&applied) {
+                    Some(&(first, d)) if d != digest => {
+                        return Err(format!(
+                            "replica divergence: nodes {first} and {id} both applied {applied} but their engines differ ({d:016x} vs {digest:016x})"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.digests.insert(applied, (id, digest));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- backups ----------------------------------------------------------------------
+
+    /// The operator asks for a leader, follower or cluster backup.
+    fn admin_backup(&mut self) {
+        let id = format!("b{}", self.next_backup);
+        self.next_backup += 1;
+        let (strategy, node) = match self.rng.below(4) {
+            0 => (BackupStrategy::Leader, self.leader()),
+            1 => {
+                let leader = self.leader();
+                let followers: Vec<u64> = self
+                    .nodes
+                    .keys()
+                    .copied()
+                    .filter(|&n| Some(n) != leader)
+                    .collect();
+                let pick = followers[self.rng.index(followers.len())];
+                (BackupStrategy::Follower, Some(pick))
+            }
+            q => (
+                BackupStrategy::Cluster {
+                    quorum_only: q == 3,
+                },
+                self.leader(),
+            ),
+        };
+        let Some(node) = node else { return };
+        let request = self.next_request;
+        self.next_request += 1;
+        trace_event!(
+            self.trace,
+            self.now(),
+            None,
+            "admin",
+            "#{request} -> n{node}: backup {id} {strategy:?}"
+        );
+        self.requests.insert(
+            request,
+            RequestInfo {
+                client: ADMIN,
+                node,
+                request: Request::Backup { id, strategy },
+            },
+        );
+        self.queue.schedule_in(0, Ev::Arrive(node, request));
+    }
+
+    fn admin_answer(&mut self, info: &RequestInfo, response: Response) {
+        match response {
+            Response::BackupDone(done) => self.backups_done.push(done),
+            // A finished cluster backup is judged from its manifest at the end.
+            Response::ClusterBackupDone(_) => {}
+            _ => self.backup_failures += 1,
+        }
+        let _ = info;
+    }
+
+    fn backup_step(&mut self, id: u64, incarnation: u64) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.incarnation != incarnation || n.life == Lifecycle::Crashed {
+            return Ok(());
+        }
+        n.backup_step_scheduled = false;
+        if n.life == Lifecycle::Paused {
+            // A paused process copies nothing; look again later.
+            n.backup_step_scheduled = true;
+            self.queue
+                .schedule_in(TICK_NS, Ev::BackupStep(id, incarnation));
+            return Ok(());
+        }
+        self.catch_up_ticks(id);
+        let n = self.nodes.get_mut(&id).expect("node");
+        n.node.as_mut().expect("up").step_backups(16 << 10);
+        self.drive(id)
+    }
+
+    /// Every backup reported complete restores to exactly the model's state at its
+    /// index; a complete cluster backup has every required part, all equal.
+    fn check_backups(&mut self) -> Result<(), String> {
+        let store: DynDisk = Arc::new(self.store.clone());
+        let mut scratch_n = 0;
+        for done in std::mem::take(&mut self.backups_done) {
+            let dest = Path::new(&done.dir).parent().expect("dest").to_path_buf();
+            scratch_n += 1;
+            self.check_restores(&store, &dest, &done.id, done.index, done.digest, scratch_n)
+                .map_err(|e| {
+                    format!(
+                        "{:?} backup {} of node {}: {e}",
+                        done.strategy, done.id, done.node
+                    )
+                })?;
+        }
+        for (id, &barrier) in &self.model.barriers.clone() {
+            let dir = Path::new(BACKUP_DIR).join(id);
+            let Some(m) = read_json::<ClusterManifest>(&store, &dir.join(CLUSTER_MANIFEST)) else {
+                return Err(format!(
+                    "cluster backup {id}: its barrier committed at {barrier} but no cluster manifest was written"
+                ));
+            };
+            if m.barrier_index != barrier {
+                return Err(format!(
+                    "cluster backup {id}: manifest says barrier {} but it is at {barrier}",
+                    m.barrier_index
+                ));
+            }
+            if m.status != ClusterStatus::Complete {
+                continue;
+            }
+            let ok: Vec<_> = m.nodes.iter().filter(|p| p.status == "ok").collect();
+            let needed = if m.quorum_only {
+                m.nodes.len() / 2 + 1
+            } else {
+                m.nodes.len()
+            };
+            if ok.len() < needed {
+                return Err(format!(
+                    "cluster backup {id} reported complete with {} of {} required parts: {:?}",
+                    ok.len(),
+                    needed,
+                    m.nodes
+                ));
+            }
+            for part in ok {
+                let digest = part
+                    .digest
+                    .as_deref()
+                    .and_then(|d| u64::from_str_radix(d, 16).ok())
+                    .ok_or_else(|| {
+                        format!("cluster backup {id}: node {} has no digest", part.node)
+                    })?;
+                let dest = dir.join(format!("node-{}", part.node));
+                scratch_n += 1;
+                self.check_restores(&store, &dest, id, barrier, digest, scratch_n)
+                    .map_err(|e| format!("cluster backup {id}, part of node {}: {e}", part.node))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_restores(
+        &self,
+        store: &DynDisk,
+        dest: &Path,
+        id: &str,
+        index: Index,
+        digest: u64,
+        scratch_n: u64,
+    ) -> Result<(), String> {
+        let report = ryu_backup::verify(store, dest, id, &ryu_backup::VerifyOptions { deep: true })
+            .map_err(|e| format!("verify: {e}"))?;
+        if !report.is_ok() {
+            return Err(format!("verify: {:?}", report.problems));
+        }
+        let scratch: DynDisk = Arc::new(SimDisk::new(scratch_n));
+        ryu_backup::restore(
+            store,
+            dest,
+            id,
+            &scratch,
+            Path::new("r"),
+            &Default::default(),
+        )
+        .map_err(|e| format!("restore: {e}"))?;
+        let db = ryu_engine::Db::open(scratch, Path::new("r"), Default::default())
+            .map_err(|e| format!("open restored: {e}"))?;
+        let txn = db.begin_read();
+        // A node that has applied nothing yet has no applied state: index 0.
+        let applied = match txn.get(ryu_node::command::APPLIED_KEY) {
+            Ok(None) => ryu_node::AppliedState::default(),
+            Ok(Some(b)) => ryu_node::AppliedState::decode(&b).map_err(|e| e.to_string())?,
+            Err(e) => return Err(format!("read restored: {e}")),
+        };
+        if applied.index != index {
+            return Err(format!(
+                "restored database is at index {}, the backup claims {index}",
+                applied.index
+            ));
+        }
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = txn
+            .range(Vec::new()..vec![0xff])
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("read restored: {e}"))?;
+        let want = self.model.state_at(index);
+        if got != want {
+            let diff: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .chain(
+                    got.keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                )
+                .collect();
+            return Err(format!(
+                "restored state differs from the committed state at {index} on keys {diff:?}"
+            ));
+        }
+        let d = ryu_node::backups::state_digest(&txn).map_err(|e| e.to_string())?;
+        if d != digest {
+            return Err(format!(
+                "digest {digest:016x} reported, restored state has {d:016x}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), String> {
+        self.check_backups()?;
+        let note = crate::history::check(&self.history)?;
+        let now = self.now();
+        let ops = self.history.ops.len();
+        match note {
+            None => trace_event!(self.trace, now, None, "linearizable", "{ops} operations"),
+            Some(why) => trace_event!(self.trace, now, None, "linearizability-unknown", "{why}"),
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a over every key and value the engine holds, system keys included (the
+/// applied index and membership must agree too).
+fn state_digest(node: &Node) -> Result<u64, String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in (b.len() as u32).to_le_bytes().iter().chain(b) {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let txn = node.db().begin_read();
+    for item in txn.range(..) {
+        let (k, v) = item.map_err(|e| format!("node {} engine scan: {e}", node.id()))?;
+        eat(&k);
+        eat(&v);
+    }
+    Ok(h)
+}
+
+fn is_transient(e: &NodeError) -> bool {
+    match e {
+        NodeError::Io(_) => true,
+        NodeError::Log(l) => matches!(l, ryu_raft::LogError::Io(_) | ryu_raft::LogError::Poisoned),
+        NodeError::Engine(ryu_engine::Error::Io { .. } | ryu_engine::Error::Poisoned) => true,
+        _ => false,
+    }
+}
+
+fn kind_of(r: &Request) -> OpKind {
+    match r {
+        Request::Get { key, .. } => OpKind::Get { key: key.clone() },
+        Request::Put { key, value } => OpKind::Put {
+            key: key.clone(),
+            value: Some(value.clone()),
+        },
+        Request::Delete { key } => OpKind::Put {
+            key: key.clone(),
+            value: None,
+        },
+        Request::Cas { key, expected, new } => OpKind::Cas {
+            key: key.clone(),
+            expected: expected.clone(),
+            new: new.clone(),
+        },
+        Request::Txn { reads, writes } => OpKind::Txn {
+            reads: reads.clone(),
+            writes: writes.clone(),
+        },
+        Request::Scan { .. } | Request::Status | Request::Backup { .. } => {
+            unreachable!("not issued by clients")
+        }
+    }
+}
+
+fn read_json<T: for<'de> serde::Deserialize<'de>>(disk: &DynDisk, path: &Path) -> Option<T> {
+    let f = disk.open(path).ok()?;
+    let mut b = vec![0u8; f.len().ok()? as usize];
+    f.read_at(0, &mut b).ok()?;
+    serde_json::from_slice(&b).ok()
+}

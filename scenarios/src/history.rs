@@ -1,0 +1,150 @@
+//! A client history as the cluster scenario records it: every operation's call, and
+//! its outcome when the client learned one. Converted to the linearizability
+//! checker's input at the end of a run.
+
+use crate::linearizability as lin;
+
+/// What an operation asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Get {
+        key: Vec<u8>,
+    },
+    /// A put (`value: Some`) or a delete (`None`).
+    Put {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
+    Cas {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    /// Commit writes only if every read still holds.
+    Txn {
+        reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
+}
+
+/// What the client learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read's value.
+    Read(Option<Vec<u8>>),
+    /// A write: `true` applied, `false` a failed check (no effect).
+    Applied(bool),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// No answer yet.
+    Pending,
+    /// Answered.
+    Done { return_ns: u64, outcome: Outcome },
+    /// Definitely had no effect (NotLeader, Unavailable): left out of the check.
+    Failed,
+    /// The client gave up: may or may not have taken effect.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub client: u64,
+    pub call_ns: u64,
+    pub kind: OpKind,
+    pub status: Status,
+}
+
+/// The history of one run.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub ops: Vec<Recorded>,
+}
+
+impl History {
+    /// Record a call; returns the operation's index.
+    pub fn call(&mut self, client: u64, call_ns: u64, kind: OpKind) -> usize {
+        self.ops.push(Recorded {
+            client,
+            call_ns,
+            kind,
+            status: Status::Pending,
+        });
+        self.ops.len() - 1
+    }
+
+    pub fn complete(&mut self, op: usize, return_ns: u64, outcome: Outcome) {
+        self.set(op, Status::Done { return_ns, outcome });
+    }
+
+    pub fn fail(&mut self, op: usize) {
+        self.set(op, Status::Failed);
+    }
+
+    pub fn unknown(&mut self, op: usize) {
+        self.set(op, Status::Unknown);
+    }
+
+    fn set(&mut self, op: usize, status: Status) {
+        let r = &mut self.ops[op];
+        assert_eq!(r.status, Status::Pending, "operation {op} finished twice");
+        r.status = status;
+    }
+}
+
+/// The history as the linearizability checker takes it: definite failures left
+/// out (they had no effect), pending operations unknown.
+pub fn to_checker(history: &History) -> Vec<lin::Op> {
+    let mut out = Vec::with_capacity(history.ops.len());
+    for r in &history.ops {
+        let input = match &r.kind {
+            OpKind::Get { key } => lin::Input::Get { key: key.clone() },
+            OpKind::Put {
+                key,
+                value: Some(value),
+            } => lin::Input::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            OpKind::Put { key, value: None } => lin::Input::Delete { key: key.clone() },
+            OpKind::Cas { key, expected, new } => lin::Input::Cas {
+                key: key.clone(),
+                expected: expected.clone(),
+                new: new.clone(),
+            },
+            OpKind::Txn { reads, writes } => lin::Input::CondTxn {
+                conditions: reads.clone(),
+                writes: writes.clone(),
+            },
+        };
+        let op = lin::Op::new(r.client, r.call_ns, input);
+        let op = match &r.status {
+            Status::Failed => continue,
+            Status::Pending | Status::Unknown => op,
+            Status::Done { return_ns, outcome } => {
+                let output = match (&r.kind, outcome) {
+                    (OpKind::Get { .. }, Outcome::Read(v)) => lin::Output::Value(v.clone()),
+                    (OpKind::Put { .. }, Outcome::Applied(true)) => lin::Output::Ok,
+                    (OpKind::Cas { .. } | OpKind::Txn { .. }, Outcome::Applied(applied)) => {
+                        lin::Output::Cas { applied: *applied }
+                    }
+                    (kind, outcome) => panic!("{outcome:?} does not answer {kind:?}"),
+                };
+                op.returned(*return_ns, output)
+            }
+        };
+        out.push(op);
+    }
+    out
+}
+
+/// Check the history for linearizability. A search that runs out of budget is not a
+/// failure, but says so in the returned note.
+pub fn check(history: &History) -> Result<Option<String>, String> {
+    match lin::check(&to_checker(history), lin::Budget::default()) {
+        lin::Verdict::Linearizable => Ok(None),
+        lin::Verdict::NotLinearizable(v) => Err(format!("linearizability: {v}")),
+        lin::Verdict::Unknown { reason } => Ok(Some(reason)),
+    }
+}

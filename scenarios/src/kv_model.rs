@@ -1,0 +1,70 @@
+//! The reference model of a Ryu cluster's replicated state: a `BTreeMap` fed every
+//! committed entry once, in index order, with the node's command semantics
+//! re-implemented independently (a check compares the current value; a failed check
+//! writes nothing). Backups are judged against it: a backup at index `i` must hold
+//! exactly [`KvModel::state_at`]`(i)`.
+
+use ryu_node::Command;
+use ryu_raft::{EntryKind, Index};
+use std::collections::BTreeMap;
+
+type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+#[derive(Debug, Default)]
+pub struct KvModel {
+    /// The last index fed.
+    pub index: Index,
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// index -> the writes that took effect there (absent: none).
+    writes: BTreeMap<Index, Writes>,
+    /// Cluster backup id -> the index of its barrier.
+    pub barriers: BTreeMap<String, Index>,
+}
+
+impl KvModel {
+    /// Feed the entry at `index`; entries must come in order, each once.
+    pub fn apply(&mut self, index: Index, kind: EntryKind, data: &[u8]) -> Result<(), String> {
+        if index != self.index + 1 {
+            return Err(format!("model fed {index} after {}", self.index));
+        }
+        self.index = index;
+        if kind != EntryKind::Normal || data.is_empty() {
+            return Ok(());
+        }
+        match Command::decode(data).map_err(|e| format!("entry {index}: {e}"))? {
+            Command::Txn { checks, writes, .. } => {
+                let holds = checks
+                    .iter()
+                    .all(|(k, expected)| self.state.get(k) == expected.as_ref());
+                if holds && !writes.is_empty() {
+                    for (k, v) in &writes {
+                        match v {
+                            Some(v) => self.state.insert(k.clone(), v.clone()),
+                            None => self.state.remove(k),
+                        };
+                    }
+                    self.writes.insert(index, writes);
+                }
+            }
+            Command::BackupBarrier { backup_id, .. } => {
+                self.barriers.insert(backup_id, index);
+            }
+        }
+        Ok(())
+    }
+
+    /// The client-visible state after applying every entry up to `index`.
+    pub fn state_at(&self, index: Index) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        assert!(index <= self.index, "model has not seen {index} yet");
+        let mut state = BTreeMap::new();
+        for writes in self.writes.range(..=index).map(|(_, w)| w) {
+            for (k, v) in writes {
+                match v {
+                    Some(v) => state.insert(k.clone(), v.clone()),
+                    None => state.remove(k),
+                };
+            }
+        }
+        state
+    }
+}
