@@ -32,7 +32,7 @@ pub(crate) fn write_file_synced(disk: &DynDisk, path: &Path, bytes: &[u8]) -> Re
 }
 
 /// Remove a file or a directory tree. Missing is fine.
-pub(crate) fn remove_tree(disk: &DynDisk, path: &Path) -> Result<()> {
+pub fn remove_tree(disk: &DynDisk, path: &Path) -> Result<()> {
     let is_dir = match disk.is_dir(path) {
         Ok(d) => d,
         Err(e) if e.is_not_found() => return Ok(()),

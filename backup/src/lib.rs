@@ -90,7 +90,7 @@ mod verify;
 mod walcopy;
 
 pub use error::{Error, Result};
-pub use fsutil::{LOCK_FILE, break_lock, safe_relative};
+pub use fsutil::{LOCK_FILE, break_lock, remove_tree, safe_relative};
 pub use housekeeping::{
     BackupEntry, BackupStatus, PruneReport, Retention, list, plan_retention, prune,
 };

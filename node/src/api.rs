@@ -129,6 +129,12 @@ pub enum Response {
     Unavailable {
         reason: String,
     },
+    /// A write whose outcome this node cannot tell: it may or may not have been
+    /// applied (the node skipped its entry by installing a snapshot). Read before
+    /// retrying.
+    OutcomeUnknown {
+        reason: String,
+    },
     /// The request is malformed (reserved key, too large); retrying will not help.
     Invalid {
         reason: String,

@@ -185,6 +185,8 @@ pub(crate) enum Purpose {
     Barrier {
         id: String,
     },
+    /// A Raft snapshot of this node's own state (see [`crate::snapshots`]).
+    Snapshot,
 }
 
 /// A running local backup job, plus the digest scan of the same snapshot.
@@ -193,6 +195,8 @@ pub(crate) struct Running {
     pub id: String,
     pub index: Index,
     pub term: Term,
+    /// The applied state the job copies (membership included, for snapshots).
+    pub state: crate::command::AppliedState,
     pub job: BackupJob,
     pub dir: PathBuf,
     txn: ReadTxn,
@@ -236,7 +240,62 @@ pub fn state_digest(txn: &ReadTxn) -> ryu_engine::Result<u64> {
 /// Keys scanned per step of a digest scan.
 const SCAN_KEYS_PER_STEP: usize = 256;
 
+/// A job's identity, without the job itself.
+pub(crate) struct JobInfo {
+    purpose: Purpose,
+    id: String,
+    index: Index,
+    term: Term,
+    dir: PathBuf,
+    state: crate::command::AppliedState,
+}
+
 impl Running {
+    fn split(self) -> (BackupJob, JobInfo) {
+        let info = JobInfo {
+            purpose: self.purpose,
+            id: self.id,
+            index: self.index,
+            term: self.term,
+            dir: self.dir,
+            state: self.state,
+        };
+        (self.job, info)
+    }
+
+    /// A job copying the state `state` (the applied state when it started), reading
+    /// its digest through `txn` if `digest`.
+    pub(crate) fn new(
+        purpose: Purpose,
+        id: String,
+        state: &crate::command::AppliedState,
+        job: BackupJob,
+        dir: PathBuf,
+        txn: ReadTxn,
+        digest: bool,
+    ) -> Running {
+        // The job and the digest read one snapshot: the state at the applied index.
+        assert_eq!(
+            job.snapshot_ts(),
+            state.index,
+            "backup snapshot is not the applied index"
+        );
+        assert_eq!(txn.start_ts(), state.index);
+        Running {
+            purpose,
+            id,
+            index: state.index,
+            term: state.term,
+            state: state.clone(),
+            job,
+            dir,
+            txn,
+            scan_after: None,
+            scan_done: !digest,
+            digest: FNV_OFFSET,
+        }
+    }
+
     /// Advance the digest scan by one batch. True once complete.
     fn scan_step(&mut self) -> ryu_engine::Result<bool> {
         if self.scan_done {
@@ -365,8 +424,7 @@ impl Node {
             .create_dir_all(&dest)
             .and_then(|()| target.disk.sync_dir(&dest))
             .map_err(store_error)?;
-        let index = self.applied.index;
-        let term = self.applied.term;
+        let (index, term) = (self.applied.index, self.applied.term);
         let options = BackupOptions {
             id: BackupId::new(&id).map_err(|e| e.to_string())?,
             cluster: Some(ClusterInfo {
@@ -379,25 +437,9 @@ impl Node {
         let txn = self.db.begin_read();
         let job = BackupJob::start(&self.db, target.disk.clone(), &dest, target.clock, options)
             .map_err(|e| e.to_string())?;
-        // The job and the digest read one snapshot: the state at the applied index.
-        assert_eq!(
-            job.snapshot_ts(),
-            index,
-            "backup snapshot is not the applied index"
-        );
-        assert_eq!(txn.start_ts(), index);
-        self.jobs.push(Running {
-            purpose,
-            id,
-            index,
-            term,
-            job,
-            dir: dest,
-            txn,
-            scan_after: None,
-            scan_done: false,
-            digest: FNV_OFFSET,
-        });
+        let state = self.applied.clone();
+        self.jobs
+            .push(Running::new(purpose, id, &state, job, dest, txn, true));
         Ok(())
     }
 
@@ -406,8 +448,9 @@ impl Node {
         !self.jobs.is_empty()
     }
 
-    /// Advance every running backup job by up to `budget_bytes` of copying.
-    pub fn step_backups(&mut self, budget_bytes: u64) {
+    /// Advance every running backup job by up to `budget_bytes` of copying. An error
+    /// means the node must be reopened (a snapshot could not be made durable).
+    pub fn step_backups(&mut self, budget_bytes: u64) -> Result<(), crate::NodeError> {
         let soft = self.raw.soft_state();
         let term = self.raw.hard_state().term;
         let mut i = 0;
@@ -428,15 +471,9 @@ impl Node {
                     "aborted: node {} changed from {role:?} of term {t} to {:?} of term {term} during the backup",
                     self.id, soft.role
                 );
-                let _ = run.job.abort();
-                self.finish_job(
-                    run.purpose,
-                    run.id,
-                    run.index,
-                    run.term,
-                    run.dir,
-                    Err(reason),
-                );
+                let (job, info) = run.split();
+                let _ = job.abort();
+                self.finish_job(info, Err(reason))?;
                 continue;
             }
             let outcome = match run.scan_step() {
@@ -460,23 +497,53 @@ impl Node {
             match outcome {
                 None => i += 1,
                 Some(result) => {
-                    let run = self.jobs.remove(i);
-                    self.finish_job(run.purpose, run.id, run.index, run.term, run.dir, result);
+                    let (_, info) = self.jobs.remove(i).split();
+                    self.finish_job(info, result)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// End every running job (the engine under them is being replaced).
+    pub(crate) fn abort_jobs(&mut self, why: &str) {
+        for run in std::mem::take(&mut self.jobs) {
+            let _ = run.job.abort();
+            let reason = format!("aborted: {why}");
+            match run.purpose {
+                Purpose::Snapshot => {}
+                Purpose::Single { request, .. } => {
+                    self.reply(request, Response::BackupFailed { reason })
+                }
+                Purpose::Barrier { id } => self.set_own_report(Report {
+                    backup_id: id,
+                    node: self.id,
+                    index: run.index,
+                    term: run.term,
+                    result: Err(reason),
+                }),
             }
         }
     }
 
     fn finish_job(
         &mut self,
-        purpose: Purpose,
-        id: String,
-        index: Index,
-        term: Term,
-        dir: PathBuf,
+        info: JobInfo,
         result: Result<u64, String>,
-    ) {
+    ) -> Result<(), crate::NodeError> {
+        let JobInfo {
+            purpose,
+            id,
+            index,
+            term,
+            dir,
+            state,
+        } = info;
         match purpose {
+            Purpose::Snapshot => match result {
+                Ok(_) => self.finish_snapshot(state)?,
+                Err(e) => self.last_snapshot_error = Some(e),
+            },
             Purpose::Single {
                 request, strategy, ..
             } => {
@@ -512,12 +579,13 @@ impl Node {
                             ..report
                         };
                         self.set_own_report(failed);
-                        return;
+                        return Ok(());
                     }
                 }
                 self.set_own_report(report);
             }
         }
+        Ok(())
     }
 
     fn set_own_report(&mut self, report: Report) {
@@ -563,8 +631,9 @@ impl Node {
         }
     }
 
-    /// At open: the barriers this node applied, and its own part of each as far as
-    /// it got before the restart.
+    /// At open, and after installing a snapshot: the barriers this node's state holds
+    /// and it does not track yet, with its own part of each as far as it got (a part
+    /// it never started, because a restart or a snapshot skipped the moment, failed).
     pub(crate) fn load_barriers(&mut self) -> Result<(), crate::NodeError> {
         let txn = self.db.begin_read();
         let mut end = BARRIER_PREFIX.to_vec();
@@ -583,6 +652,9 @@ impl Node {
             let Some(target) = self.options.backup.clone() else {
                 continue;
             };
+            if self.barriers.contains_key(&record.id) {
+                continue;
+            }
             let dir = target.dir.join(&record.id);
             if target
                 .disk
@@ -603,7 +675,7 @@ impl Node {
                         node: self.id,
                         index: record.index,
                         term: record.term,
-                        result: Err("the node restarted before its part was final".into()),
+                        result: Err("the node restarted, or installed a snapshot, before its part was final".into()),
                     }
                 }
             };
@@ -652,7 +724,8 @@ impl Node {
     pub(crate) fn receive_report(&mut self, report: Report) {
         let id = report.backup_id.clone();
         let from = report.node;
-        let finished = self.barriers.get(&id).is_none_or(|b| b.finished);
+        // A barrier this node does not know yet is not finished: no acknowledgement.
+        let finished = self.barriers.get(&id).is_some_and(|b| b.finished);
         if let Some(b) = self.barriers.get_mut(&id) {
             b.reports.insert(report.node, report);
         }

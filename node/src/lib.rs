@@ -69,6 +69,7 @@ mod api;
 pub mod backups;
 pub mod command;
 mod node;
+pub mod snapshots;
 
 pub use api::{
     BackupResult, BackupStrategy, Consistency, Envelope, Output, Payload, Request, Response, Status,

@@ -11,12 +11,13 @@ use ryu_engine::{Db, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use ryu_io::{DynDisk, IoError};
 use ryu_raft::{
     ConfChange, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind, Index, LogError,
-    RawNode, Ready, Role, SoftState, Storage, Term,
+    RawNode, Ready, Role, SnapshotMeta, SoftState, Storage, Term,
 };
 
 use crate::api::{Consistency, Envelope, Output, Payload, Request, Response, Status};
 use crate::backups::{BackupTarget, Barrier, BarrierRecord, Running};
 use crate::command::{APPLIED_KEY, AppliedState, Command, KeyValue, SYSTEM_PREFIX};
+use crate::snapshots;
 
 /// The Raft log's directory inside the node's directory.
 pub const RAFT_DIR: &str = "raft";
@@ -79,6 +80,9 @@ pub struct NodeOptions {
     pub backup_timeout_ticks: u64,
     /// A node resends its unacknowledged cluster-backup reports this often.
     pub report_every_ticks: u64,
+    /// Snapshot and compact the log once it holds this many applied entries
+    /// (0: never).
+    pub compact_after_entries: u64,
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
 }
@@ -96,6 +100,7 @@ impl NodeOptions {
             backup: None,
             backup_timeout_ticks: 600,
             report_every_ticks: 10,
+            compact_after_entries: 10_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -176,8 +181,8 @@ pub struct Node {
     pub(crate) options: NodeOptions,
     pub(crate) id: u64,
     pub(crate) cluster_id: u64,
-    disk: DynDisk,
-    dir: PathBuf,
+    pub(crate) disk: DynDisk,
+    pub(crate) dir: PathBuf,
     pub(crate) raw: RawNode<DiskLog>,
     pub(crate) db: Db,
     pub(crate) applied: AppliedState,
@@ -197,6 +202,11 @@ pub struct Node {
     pub(crate) barriers: BTreeMap<String, Barrier>,
     /// Cluster backups requested here: backup id -> request id.
     pub(crate) cluster_waiters: BTreeMap<String, u64>,
+    /// The engine's directory under `dir` (see [`crate::snapshots`]).
+    pub(crate) engine_dir: String,
+    pub(crate) snapshots_made: u64,
+    pub(crate) snapshots_installed: u64,
+    pub(crate) last_snapshot_error: Option<String>,
 }
 
 impl fmt::Debug for Node {
@@ -221,27 +231,40 @@ impl Node {
     ) -> Result<Node, NodeError> {
         disk.create_dir_all(dir)?;
         let cluster_id = open_cluster_id(&disk, dir, options.cluster_id)?;
-        let db = Db::open(disk.clone(), &dir.join(DB_DIR), options.engine.clone())?;
+        let engine_dir = snapshots::engine_dir(&disk, dir)?;
+        let db = Db::open(disk.clone(), &dir.join(&engine_dir), options.engine.clone())?;
         let initial = ConfState::with_voters(options.initial_voters.iter().copied());
-        let applied = match db.begin_read().get(APPLIED_KEY)? {
-            Some(bytes) => AppliedState::decode(&bytes)
-                .map_err(|e| NodeError::Corrupted(format!("applied state: {e}")))?,
-            None => AppliedState {
-                conf: initial.clone(),
-                ..AppliedState::default()
-            },
-        };
+        let applied = snapshots::read_applied(&db)?.unwrap_or_else(|| AppliedState {
+            conf: initial.clone(),
+            ..AppliedState::default()
+        });
         let mut log = DiskLog::open(disk.clone(), &dir.join(RAFT_DIR), initial, options.log)?;
+        let corrupt = |e: ryu_raft::StorageError| NodeError::Corrupted(e.to_string());
+        let snap = log.snapshot_meta().map_err(corrupt)?;
+        let last = log.last_index().map_err(corrupt)?;
+        if applied.index > log.hard_state().commit || applied.index > last {
+            // The engine holds an installed snapshot the log has not recorded yet (a
+            // crash between the two steps): the log catches up with the engine.
+            log.install_snapshot(SnapshotMeta {
+                index: applied.index,
+                term: applied.term,
+                conf_state: applied.conf.clone(),
+            })?;
+        }
+        if applied.index < snap.index {
+            return Err(NodeError::Corrupted(format!(
+                "the log is compacted to {} but the engine reflects only entry {}",
+                snap.index, applied.index
+            )));
+        }
         // Raft hands out (and we re-apply) every committed entry after `applied`,
         // membership changes included: it must restart from the membership as of
         // `applied`, not the newest one it saw.
-        let log_conf = log
-            .initial_state()
-            .map_err(|e| NodeError::Corrupted(e.to_string()))?
-            .conf_state;
+        let log_conf = log.initial_state().map_err(corrupt)?.conf_state;
         if log_conf != applied.conf {
             log.set_conf_state(applied.conf.clone())?;
         }
+        remove_leftovers(&disk, dir, &engine_dir)?;
         let commit = log.hard_state().commit;
         if applied.index > commit {
             return Err(NodeError::Corrupted(format!(
@@ -278,6 +301,10 @@ impl Node {
             jobs: Vec::new(),
             barriers: BTreeMap::new(),
             cluster_waiters: BTreeMap::new(),
+            engine_dir,
+            snapshots_made: 0,
+            snapshots_installed: 0,
+            last_snapshot_error: None,
         };
         node.load_barriers()?;
         if let Some(t) = &node.options.backup {
@@ -488,9 +515,7 @@ impl Node {
             self.send(m);
         }
         for req in std::mem::take(&mut rd.snapshot_requests) {
-            // Snapshots are not produced yet: the log is never compacted, so a
-            // leader always has the entries a follower needs.
-            self.raw.abort_snapshot(req.to);
+            self.serve_snapshot_request(req);
         }
         self.pending = Some(rd);
         true
@@ -503,10 +528,10 @@ impl Node {
         let Some(mut rd) = self.pending.take() else {
             return Ok(());
         };
-        if rd.snapshot.is_some() || !rd.received_chunks.is_empty() {
-            return Err(NodeError::Corrupted(
-                "received a snapshot, but this node never asks for one".into(),
-            ));
+        self.stage_chunks(std::mem::take(&mut rd.received_chunks))?;
+        if let Some(meta) = rd.snapshot.take() {
+            self.install_snapshot(meta)?;
+            self.expire_write_waiters();
         }
         self.raw.storage_mut().persist(rd.hard_state, &rd.entries)?;
         for m in std::mem::take(&mut rd.persisted_messages) {
@@ -521,7 +546,13 @@ impl Node {
         }
         self.raw.advance();
         self.serve_confirmed_reads();
+        self.maybe_snapshot();
         Ok(())
+    }
+
+    /// Snapshot counters: (made here, installed from a leader).
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        (self.snapshots_made, self.snapshots_installed)
     }
 
     /// Run every pending batch to completion (production, and tests without disk
@@ -683,8 +714,13 @@ impl Node {
             };
             self.reply(w.request, r);
         }
-        // Waiters below the applied index whose entry we never saw (a snapshot
-        // skipped them) can no longer be matched.
+        self.expire_write_waiters();
+        Ok(())
+    }
+
+    /// Waiters at or below the applied index whose entry we never saw (a snapshot
+    /// skipped them) can no longer be matched: their outcome is unknown here.
+    fn expire_write_waiters(&mut self) {
         let stale: Vec<Index> = self
             .writes
             .range(..=self.applied.index)
@@ -692,9 +728,14 @@ impl Node {
             .collect();
         for i in stale {
             let w = self.writes.remove(&i).expect("present");
-            self.reply(w.request, unavailable("outcome unknown: entry not seen"));
+            // Never `Unavailable`: the entry may well have been applied.
+            self.reply(
+                w.request,
+                Response::OutcomeUnknown {
+                    reason: "the node installed a snapshot past this write's entry".into(),
+                },
+            );
         }
-        Ok(())
     }
 
     fn serve_confirmed_reads(&mut self) {
@@ -793,6 +834,20 @@ fn validate(req: &Request) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Remove what an interrupted snapshot installation left: engine directories not in
+/// use, and the receive area (a transfer starts over).
+fn remove_leftovers(disk: &DynDisk, dir: &Path, engine_dir: &str) -> Result<(), NodeError> {
+    let corrupt = |e: ryu_backup::Error| NodeError::Corrupted(e.to_string());
+    for name in disk.list(dir)? {
+        if (name == DB_DIR || name.starts_with("db-")) && name != engine_dir {
+            ryu_backup::remove_tree(disk, &dir.join(&name)).map_err(corrupt)?;
+        }
+    }
+    ryu_backup::remove_tree(disk, &dir.join(snapshots::RECV_DIR)).map_err(corrupt)?;
+    disk.sync_dir(dir)?;
+    Ok(())
 }
 
 /// Read the cluster id, or record `new_id` if the directory has none yet.

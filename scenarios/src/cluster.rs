@@ -86,9 +86,135 @@ struct Shape {
     crash_in_persist: Ratio,
     /// Share of client requests sent to a random node instead of the believed leader.
     misdirect: Ratio,
-    /// Admin backups (leader, follower or cluster) during the fault phase.
+    /// Admin backups during the fault phase, drawn from `backup_strategies`.
     backups: bool,
     backup_interval_ns: u64,
+    backup_strategies: Vec<BackupStrategy>,
+    /// Crashes and pauses hit the leader.
+    target_leader: bool,
+    /// Partitions are one-way: a node can send but not hear, or hear but not send.
+    one_way: bool,
+    heal_ms: (u64, u64),
+    /// Right after asking for a backup, crash (or cut off) the leader.
+    fail_leader_after_backup: bool,
+    /// Nodes snapshot (a backup of themselves) and compact their log this often.
+    compact_after_entries: u64,
+}
+
+/// The scenario catalogue: one world, shaped by a profile. `Mixed` draws everything
+/// from the seed (swarm testing); the others bias it toward one named situation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Mixed,
+    SteadyLoad,
+    LeaderChurn,
+    FlappingPartitions,
+    AsymmetricPartition,
+    BackupUnderLeaderFailover,
+    FollowerBackupWithPromotion,
+    CoordinatedBackupUnderPartition,
+    SnapshotInstallUnderLoad,
+}
+
+impl Profile {
+    /// The scenario name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Mixed => "cluster",
+            Profile::SteadyLoad => "steady-load",
+            Profile::LeaderChurn => "leader-churn",
+            Profile::FlappingPartitions => "flapping-partitions",
+            Profile::AsymmetricPartition => "asymmetric-partition",
+            Profile::BackupUnderLeaderFailover => "backup-under-leader-failover",
+            Profile::FollowerBackupWithPromotion => "follower-backup-with-promotion",
+            Profile::CoordinatedBackupUnderPartition => "coordinated-backup-under-partition",
+            Profile::SnapshotInstallUnderLoad => "snapshot-install-under-load",
+        }
+    }
+
+    /// Bias a drawn shape. Draws only for non-mixed profiles, so `cluster` seeds
+    /// keep their runs.
+    fn adjust(self, s: &mut Shape, rng: &mut SimRng) {
+        let all = vec![
+            BackupStrategy::Leader,
+            BackupStrategy::Follower,
+            BackupStrategy::Cluster { quorum_only: false },
+            BackupStrategy::Cluster { quorum_only: true },
+        ];
+        let quiet = |s: &mut Shape| {
+            s.crashes = false;
+            s.pauses = false;
+            s.partitions = false;
+            s.crash_in_persist = Ratio::ZERO;
+        };
+        match self {
+            Profile::Mixed => {}
+            Profile::SteadyLoad => {
+                quiet(s);
+                s.net.loss = Ratio::ZERO;
+                s.net.duplicate = Ratio::ZERO;
+                s.net.reorder = Ratio::ZERO;
+                s.disk = DiskFaults::default();
+                s.backups = true;
+                s.backup_strategies = all;
+            }
+            Profile::LeaderChurn => {
+                quiet(s);
+                s.crashes = true;
+                s.pauses = true;
+                s.target_leader = true;
+                s.fault_interval_ns = rng.between(100, 600) * 1_000_000;
+            }
+            Profile::FlappingPartitions => {
+                quiet(s);
+                s.partitions = true;
+                s.fault_interval_ns = rng.between(20, 150) * 1_000_000;
+                s.heal_ms = (10, 300);
+            }
+            Profile::AsymmetricPartition => {
+                quiet(s);
+                s.partitions = true;
+                s.one_way = true;
+                s.heal_ms = (100, 2_000);
+            }
+            Profile::BackupUnderLeaderFailover => {
+                s.backups = true;
+                s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
+                s.backup_strategies = vec![
+                    BackupStrategy::Leader,
+                    BackupStrategy::Cluster { quorum_only: false },
+                    BackupStrategy::Cluster { quorum_only: true },
+                ];
+                s.fail_leader_after_backup = true;
+            }
+            Profile::FollowerBackupWithPromotion => {
+                s.backups = true;
+                s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
+                s.backup_strategies = vec![BackupStrategy::Follower];
+                s.fail_leader_after_backup = true;
+            }
+            Profile::SnapshotInstallUnderLoad => {
+                // Long partitions and crashes leave nodes far behind a log that is
+                // compacted every few entries: they can only catch up by snapshot.
+                quiet(s);
+                s.crashes = true;
+                s.partitions = true;
+                s.heal_ms = (500, 3_000);
+                s.compact_after_entries = rng.between(5, 20);
+                s.think_ns_max = rng.between(1, 5) * 1_000_000;
+            }
+            Profile::CoordinatedBackupUnderPartition => {
+                quiet(s);
+                s.partitions = true;
+                s.backups = true;
+                s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
+                s.backup_strategies = vec![
+                    BackupStrategy::Cluster { quorum_only: false },
+                    BackupStrategy::Cluster { quorum_only: true },
+                ];
+            }
+        }
+    }
 }
 
 impl Shape {
@@ -120,6 +246,17 @@ impl Shape {
             misdirect: Ratio::new(rng.between(0, 3) as u32, 4),
             backups: rng.chance(Ratio::new(3, 4)),
             backup_interval_ns: rng.between(300, 2_000) * 1_000_000,
+            backup_strategies: vec![
+                BackupStrategy::Leader,
+                BackupStrategy::Follower,
+                BackupStrategy::Cluster { quorum_only: false },
+                BackupStrategy::Cluster { quorum_only: true },
+            ],
+            target_leader: false,
+            one_way: false,
+            heal_ms: (50, 3_000),
+            fail_leader_after_backup: false,
+            compact_after_entries: [0, 10, 30, 100][rng.index(4)],
         }
     }
 }
@@ -143,6 +280,8 @@ struct SimNode {
 enum Ev {
     /// An operator asks for a backup.
     Backup,
+    /// Crash or cut off whoever leads now (if a failure is allowed).
+    FailLeader,
     /// Advance a node's backup jobs: (node, incarnation).
     BackupStep(u64, u64),
     Tick(u64),
@@ -197,13 +336,19 @@ struct RequestInfo {
 
 /// Run one seed.
 pub fn run(opts: &RunOptions) -> RunReport {
-    let mut world = World::new(opts.clone());
+    run_profile(Profile::Mixed, opts)
+}
+
+/// Run one seed of one catalogue entry.
+pub fn run_profile(profile: Profile, opts: &RunOptions) -> RunReport {
+    let mut world = World::new(opts.clone(), profile);
     let result = world.run();
     RunReport {
-        scenario: "cluster",
+        scenario: profile.name(),
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
+        faults: 0,
         summary: world.summary(),
         result: result.map_err(|message| Failure {
             message,
@@ -241,13 +386,20 @@ struct World {
     model: KvModel,
     backups_done: Vec<BackupResult>,
     next_backup: u64,
+    backups_ok: u64,
     backup_failures: u64,
+    backup_aborts: u64,
+    cluster_complete: u64,
+    cluster_failed: u64,
+    /// Snapshot counters of node incarnations that crashed: (made, installed).
+    snapshots_gone: (u64, u64),
 }
 
 impl World {
-    fn new(opts: RunOptions) -> World {
+    fn new(opts: RunOptions, profile: Profile) -> World {
         let mut rng = SimRng::new(opts.seed);
-        let shape = Shape::draw(&mut rng);
+        let mut shape = Shape::draw(&mut rng);
+        profile.adjust(&mut shape, &mut rng);
         let ids: Vec<u64> = (1..=shape.voters).collect();
         let net = SimNetwork::new(rng.fork("net"), shape.net, &ids);
         let time = WorldTime::new();
@@ -319,7 +471,12 @@ impl World {
             model: KvModel::default(),
             backups_done: Vec::new(),
             next_backup: 1,
+            backups_ok: 0,
             backup_failures: 0,
+            backup_aborts: 0,
+            cluster_complete: 0,
+            cluster_failed: 0,
+            snapshots_gone: (0, 0),
         }
     }
 
@@ -331,9 +488,15 @@ impl World {
             .values()
             .map(|n| n.disk.fault_counts().crashes)
             .sum();
+        let snapshots = self
+            .nodes
+            .values()
+            .filter_map(|n| n.node.as_ref().map(Node::snapshot_counts))
+            .fold(self.snapshots_gone, |a, b| (a.0 + b.0, a.1 + b.1));
         format!(
             "voters={} clients={} lease={} drift<={}ppm loss={} dup={} reorder={}; ops ok={} unknown={} failed={} \
-             applied={} leaders={} crashes={} net: sent={} lost={}",
+             applied={} leaders={} crashes={} net: sent={} lost={}; backups ok={} failed={} aborted={} cluster complete={} failed={}; \
+             snapshots made={} installed={}",
             s.voters,
             s.clients,
             s.lease,
@@ -349,6 +512,13 @@ impl World {
             crashes,
             n.sent,
             n.lost,
+            self.backups_ok,
+            self.backup_failures,
+            self.backup_aborts,
+            self.cluster_complete,
+            self.cluster_failed,
+            snapshots.0,
+            snapshots.1,
         )
     }
 
@@ -383,6 +553,7 @@ impl World {
             clock: Arc::new(self.nodes[&id].clock.clone()),
         });
         o.backup_timeout_ticks = 300;
+        o.compact_after_entries = self.shape.compact_after_entries;
         #[cfg(feature = "planted-bugs")]
         {
             use ryu_node::PlantedBug as B;
@@ -473,6 +644,28 @@ impl World {
                 }
             }
             Ev::BackupStep(id, inc) => self.backup_step(id, inc)?,
+            Ev::FailLeader => {
+                if self.faults_on
+                    && self.may_fail()
+                    && let Some(l) = self.leader()
+                {
+                    if self.rng.chance(Ratio::new(1, 2)) {
+                        let power = self.rng.chance(self.shape.power_loss);
+                        self.crash(l, power, "leader failure after a backup request");
+                    } else {
+                        self.net.isolate(l);
+                        trace_event!(
+                            self.trace,
+                            self.now(),
+                            Some(l),
+                            "fault",
+                            "isolated after a backup request"
+                        );
+                        let d = self.rng.between(100, 1_500) * 1_000_000;
+                        self.queue.schedule_in(d, Ev::Heal);
+                    }
+                }
+            }
             Ev::Deadline => {
                 return Err(format!(
                     "liveness: the cluster did not converge within {} s after faults healed",
@@ -543,6 +736,11 @@ impl World {
             "{why} power_loss={power_loss}"
         );
         let n = self.nodes.get_mut(&id).expect("node exists");
+        if let Some(node) = &n.node {
+            let (m, i) = node.snapshot_counts();
+            self.snapshots_gone.0 += m;
+            self.snapshots_gone.1 += i;
+        }
         n.node = None;
         n.held.clear();
         n.life = Lifecycle::Crashed;
@@ -700,10 +898,7 @@ impl World {
         let max_term = self.max_term();
         let node = self.nodes[&id].node.as_ref().expect("up");
         let log = &node.raft().raft().log;
-        // A node may have applied entries in a batch whose end it did not survive
-        // (a failed sync after applying): start from what the model has seen.
-        let from = before.min(self.model.index) + 1;
-        for index in from..=after {
+        for index in before + 1..=after {
             let Ok(term) = log.term(index) else { continue };
             match self.applied.get(&index) {
                 Some(&t) if t != term => {
@@ -715,14 +910,33 @@ impl World {
                 None => {
                     self.applied.insert(index, term);
                     self.raft_checker.first_applied(index, term, max_term);
-                    let entry = log
-                        .slice(index, index + 1, u64::MAX)
-                        .map_err(|e| format!("node {id} cannot read applied entry {index}: {e}"))?;
-                    self.model.apply(index, entry[0].kind, &entry[0].data)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Feed the reference model every newly committed entry, in order, from any live
+    /// node whose log still holds it (committed entries are the same everywhere).
+    fn feed_model(&mut self) -> Result<(), String> {
+        'next: loop {
+            let index = self.model.index + 1;
+            for n in self.nodes.values() {
+                let Some(node) = n.node.as_ref() else {
+                    continue;
+                };
+                let log = &node.raft().raft().log;
+                if log.committed < index || log.first_index() > index {
+                    continue;
+                }
+                let Ok(entries) = log.slice(index, index + 1, u64::MAX) else {
+                    continue;
+                };
+                self.model.apply(index, entries[0].kind, &entries[0].data)?;
+                continue 'next;
+            }
+            return Ok(());
+        }
     }
 
     /// The highest term any live node has reached.
@@ -758,13 +972,13 @@ impl World {
         let may_fail = self.may_fail();
         match self.rng.below(3) {
             0 if self.shape.crashes && may_fail => {
-                if let Some(id) = self.random_up_node() {
+                if let Some(id) = self.fault_target() {
                     let power = self.rng.chance(self.shape.power_loss);
                     self.crash(id, power, "scheduled");
                 }
             }
             1 if self.shape.pauses && may_fail => {
-                if let Some(id) = self.random_up_node() {
+                if let Some(id) = self.fault_target() {
                     trace_event!(self.trace, self.now(), Some(id), "pause", "");
                     self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
                     let d = self.rng.between(10, 2000) * 1_000_000;
@@ -773,12 +987,45 @@ impl World {
             }
             2 if self.shape.partitions => {
                 let nodes: Vec<u64> = self.nodes.keys().copied().collect();
-                let what = self.net.random_partition(&mut self.rng, &nodes);
+                let what = if self.shape.one_way {
+                    self.one_way_cut(&nodes)
+                } else {
+                    self.net.random_partition(&mut self.rng, &nodes)
+                };
                 trace_event!(self.trace, self.now(), None, "fault", "{what}");
-                let d = self.rng.between(50, 3000) * 1_000_000;
+                let (lo, hi) = self.shape.heal_ms;
+                let d = self.rng.between(lo, hi) * 1_000_000;
                 self.queue.schedule_in(d, Ev::Heal);
             }
             _ => {}
+        }
+    }
+
+    /// Who a crash or pause hits: the leader if the profile says so, else anyone up.
+    fn fault_target(&mut self) -> Option<u64> {
+        if self.shape.target_leader
+            && let Some(l) = self.leader()
+        {
+            return Some(l);
+        }
+        self.random_up_node()
+    }
+
+    /// Cut one node's links in one direction only.
+    fn one_way_cut(&mut self, nodes: &[u64]) -> String {
+        let x = nodes[self.rng.index(nodes.len())];
+        let deaf = self.rng.chance(Ratio::new(1, 2));
+        for &o in nodes.iter().filter(|&&o| o != x) {
+            if deaf {
+                self.net.cut(o, x);
+            } else {
+                self.net.cut(x, o);
+            }
+        }
+        if deaf {
+            format!("one-way: n{x} hears nobody but can send")
+        } else {
+            format!("one-way: n{x} can send to nobody but hears")
         }
     }
 
@@ -1016,7 +1263,7 @@ impl World {
             info.node
         );
         if info.client == ADMIN {
-            self.admin_answer(&info, response);
+            self.admin_answer(response);
             return Ok(());
         }
         if info.client == 0 {
@@ -1052,6 +1299,21 @@ impl World {
                 self.history.fail(op);
                 self.ops_failed += 1;
                 retry_same_step = true;
+            }
+            Response::OutcomeUnknown { .. } => {
+                // Like a timeout: the write may or may not have taken effect.
+                self.history.unknown(op);
+                self.ops_unknown += 1;
+                client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                if let Step::TxnReads { read, .. } = &mut client.step {
+                    read.clear();
+                }
+                client.step = match &client.step {
+                    Step::Final { next_key } => Step::Final {
+                        next_key: *next_key,
+                    },
+                    _ => Step::Single,
+                };
             }
             Response::Invalid { reason } => {
                 return Err(format!("client {c} sent an invalid request: {reason}"));
@@ -1135,6 +1397,7 @@ impl World {
             .filter_map(|(&id, n)| Some((id, n.node.as_ref()?.raft())))
             .collect();
         self.raft_checker.check(&rafts)?;
+        self.feed_model()?;
         for &id in &ids {
             let Some(node) = self.nodes[&id].node.as_ref() else {
                 continue;
@@ -1167,9 +1430,10 @@ impl World {
     fn admin_backup(&mut self) {
         let id = format!("b{}", self.next_backup);
         self.next_backup += 1;
-        let (strategy, node) = match self.rng.below(4) {
-            0 => (BackupStrategy::Leader, self.leader()),
-            1 => {
+        let strategies = &self.shape.backup_strategies;
+        let strategy = strategies[self.rng.index(strategies.len())];
+        let node = match strategy {
+            BackupStrategy::Follower => {
                 let leader = self.leader();
                 let followers: Vec<u64> = self
                     .nodes
@@ -1177,15 +1441,9 @@ impl World {
                     .copied()
                     .filter(|&n| Some(n) != leader)
                     .collect();
-                let pick = followers[self.rng.index(followers.len())];
-                (BackupStrategy::Follower, Some(pick))
+                Some(followers[self.rng.index(followers.len())])
             }
-            q => (
-                BackupStrategy::Cluster {
-                    quorum_only: q == 3,
-                },
-                self.leader(),
-            ),
+            _ => self.leader(),
         };
         let Some(node) = node else { return };
         let request = self.next_request;
@@ -1206,16 +1464,27 @@ impl World {
             },
         );
         self.queue.schedule_in(0, Ev::Arrive(node, request));
+        if self.shape.fail_leader_after_backup {
+            let d = self.rng.between(0, 50) * 1_000_000;
+            self.queue.schedule_in(d, Ev::FailLeader);
+        }
     }
 
-    fn admin_answer(&mut self, info: &RequestInfo, response: Response) {
+    fn admin_answer(&mut self, response: Response) {
         match response {
-            Response::BackupDone(done) => self.backups_done.push(done),
-            // A finished cluster backup is judged from its manifest at the end.
+            Response::BackupDone(done) => {
+                self.backups_ok += 1;
+                self.backups_done.push(done);
+            }
+            // Cluster backups are counted and judged from their manifests at the end
+            // (a leader that fails over mid-backup never answers; its successor
+            // finishes the backup).
             Response::ClusterBackupDone(_) => {}
+            Response::BackupFailed { reason } if reason.starts_with("aborted") => {
+                self.backup_aborts += 1;
+            }
             _ => self.backup_failures += 1,
         }
-        let _ = info;
     }
 
     fn backup_step(&mut self, id: u64, incarnation: u64) -> Result<(), String> {
@@ -1233,7 +1502,11 @@ impl World {
         }
         self.catch_up_ticks(id);
         let n = self.nodes.get_mut(&id).expect("node");
-        n.node.as_mut().expect("up").step_backups(16 << 10);
+        if let Err(e) = n.node.as_mut().expect("up").step_backups(16 << 10) {
+            let power = self.rng.chance(Ratio::new(1, 2));
+            self.crash(id, power, &format!("node error in a backup step: {e}"));
+            return Ok(());
+        }
         self.drive(id)
     }
 
@@ -1267,8 +1540,10 @@ impl World {
                 ));
             }
             if m.status != ClusterStatus::Complete {
+                self.cluster_failed += 1;
                 continue;
             }
+            self.cluster_complete += 1;
             let ok: Vec<_> = m.nodes.iter().filter(|p| p.status == "ok").collect();
             let needed = if m.quorum_only {
                 m.nodes.len() / 2 + 1

@@ -13,6 +13,11 @@
 //!   membership changes, snapshots and reads, checked for every Raft safety property
 //!   after every event, then for liveness (see [`raft`]).
 //!
+//! Over runs: [`shrink`] cuts a failing seed's fault schedule down to the faults that
+//! still make it fail (scenarios number their faults, see [`faults`], and
+//! [`RunOptions::skip_faults`] switches some off), and [`timeline`] draws a run as an
+//! HTML page (`ryu-scenarios timeline`).
+//!
 //! ```
 //! use ryu_scenarios::{RunOptions, run};
 //!
@@ -23,12 +28,15 @@
 //! ```
 
 pub mod cluster;
+pub mod faults;
 pub mod history;
 pub mod kv_model;
 pub mod linearizability;
 pub mod raft;
 pub mod raft_checks;
 pub mod register;
+pub mod shrink;
+pub mod timeline;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -46,6 +54,10 @@ pub struct RunOptions {
     /// Make one component deliberately nondeterministic (hash-order iteration), to
     /// prove that the determinism check catches it. Never set in normal runs.
     pub inject_nondeterminism: bool,
+    /// Ordinals of scheduled faults not to apply (see [`faults`]): the scenario still
+    /// draws them, so the rest of its random stream is unchanged, but skips their
+    /// effect. Set by `shrink` and by `run --skip-faults`.
+    pub skip_faults: BTreeSet<u64>,
 }
 
 impl RunOptions {
@@ -57,7 +69,14 @@ impl RunOptions {
             echo_trace: false,
             trace_tail_lines: 40,
             inject_nondeterminism: false,
+            skip_faults: BTreeSet::new(),
         }
+    }
+
+    /// Whether the scenario applies the fault it numbered `ordinal` (0 is the first
+    /// fault it scheduled).
+    pub fn fault_enabled(&self, ordinal: u64) -> bool {
+        !self.skip_faults.contains(&ordinal)
     }
 
     /// The same options with a planted bug switched on.
@@ -81,6 +100,8 @@ pub struct RunReport {
     pub seed: u64,
     pub fingerprint: u64,
     pub events: u64,
+    /// How many faults the run scheduled (numbered `0..faults`), skipped ones included.
+    pub faults: u64,
     pub summary: String,
     pub result: Result<(), Failure>,
 }
@@ -108,6 +129,54 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "3 or 5 replicated Ryu nodes (Raft + engine) with clients and every fault: linearizability, replica equality, liveness",
         bugs: cluster::BUGS,
         run: cluster::run,
+    },
+    Scenario {
+        name: "steady-load",
+        about: "cluster catalogue: no faults, clients and every backup strategy",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::SteadyLoad, o),
+    },
+    Scenario {
+        name: "leader-churn",
+        about: "cluster catalogue: the leader is crashed or paused again and again under load",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::LeaderChurn, o),
+    },
+    Scenario {
+        name: "flapping-partitions",
+        about: "cluster catalogue: partitions every few tens of ms, healing quickly",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::FlappingPartitions, o),
+    },
+    Scenario {
+        name: "asymmetric-partition",
+        about: "cluster catalogue: one-way cuts (a node can send but not hear, or the reverse)",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::AsymmetricPartition, o),
+    },
+    Scenario {
+        name: "backup-under-leader-failover",
+        about: "cluster catalogue: leader and cluster backups, each followed by a leader failure",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::BackupUnderLeaderFailover, o),
+    },
+    Scenario {
+        name: "follower-backup-with-promotion",
+        about: "cluster catalogue: follower backups while the leader fails (complete or cleanly aborted)",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::FollowerBackupWithPromotion, o),
+    },
+    Scenario {
+        name: "coordinated-backup-under-partition",
+        about: "cluster catalogue: cluster backups (all nodes or a quorum) under partitions",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::CoordinatedBackupUnderPartition, o),
+    },
+    Scenario {
+        name: "snapshot-install-under-load",
+        about: "cluster catalogue: logs compacted every few entries; nodes left behind catch up from snapshots made of backups",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::SnapshotInstallUnderLoad, o),
     },
     Scenario {
         name: "raft",
@@ -141,6 +210,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<RunReport, String> {
             ));
         }
     }
+    faults::reset_thread_count();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.run)(opts)));
     Ok(caught.unwrap_or_else(|panic| {
         let message = panic
@@ -153,6 +223,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<RunReport, String> {
             seed: opts.seed,
             fingerprint: 0,
             events: 0,
+            faults: faults::thread_count(),
             summary: String::new(),
             result: Err(Failure {
                 message: format!("panicked: {message}"),
@@ -176,6 +247,10 @@ pub fn replay_command(scenario: &str, opts: &RunOptions) -> String {
     );
     for bug in &opts.bugs {
         write!(cmd, " --bug {bug}").expect("writing to a String cannot fail");
+    }
+    if !opts.skip_faults.is_empty() {
+        let skip = faults::format_ordinals(&opts.skip_faults);
+        write!(cmd, " --skip-faults {skip}").expect("writing to a String cannot fail");
     }
     cmd
 }

@@ -2,14 +2,21 @@
 //!
 //! ```text
 //! ryu-scenarios list
-//! ryu-scenarios run --seed N [--scenario S] [--bug B]... [--trace]
+//! ryu-scenarios run --seed N [--scenario S] [--bug B]... [--trace] [--skip-faults 1,4,7]
 //! ryu-scenarios sweep --seeds A..B [--scenario S] [--bug B]... [--threads T]
 //! ryu-scenarios check-determinism --seed N [--scenario S]
+//! ryu-scenarios timeline --scenario S --seed N [--bug B] [--skip-faults ..] --out FILE.html
+//! ryu-scenarios shrink --scenario S --seed N [--bug B] [--skip-faults ..]
 //! ```
 //! Exit codes: 0 all passed, 1 a seed failed (its replay line is printed), 2 bad usage.
+//! `timeline` exits 0 once the page is written, whatever the run did; `shrink` exits 1
+//! with the shrunk run's replay line, or 2 if the seed does not fail.
 
 use clap::{Parser, Subcommand};
-use ryu_scenarios::{RunOptions, SCENARIOS, check_determinism, run};
+use ryu_scenarios::faults::{format_ordinals, parse_ordinals};
+use ryu_scenarios::{RunOptions, SCENARIOS, check_determinism, run, shrink, timeline};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +47,36 @@ enum Command {
         /// Deliberately nondeterministic run (demonstrates the determinism check).
         #[arg(long, hide = true)]
         inject_nondeterminism: bool,
+        /// Fault ordinals not to apply, as printed by `shrink` (e.g. 1,4,7).
+        #[arg(long, value_parser = parse_ordinals)]
+        skip_faults: Option<BTreeSet<u64>>,
+    },
+    /// Draw one run as a self-contained HTML page (roles, faults, operations, failure).
+    Timeline {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long = "bug")]
+        bugs: Vec<String>,
+        /// Fault ordinals not to apply (e.g. a skip set printed by `shrink`).
+        #[arg(long, value_parser = parse_ordinals)]
+        skip_faults: Option<BTreeSet<u64>>,
+        /// Where to write the page.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Shrink a failing seed's fault schedule to a few faults that still make it fail.
+    Shrink {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long = "bug")]
+        bugs: Vec<String>,
+        /// Faults to leave out from the start.
+        #[arg(long, value_parser = parse_ordinals)]
+        skip_faults: Option<BTreeSet<u64>>,
     },
     /// Run a range of seeds in parallel over the cores.
     Sweep {
@@ -75,6 +112,13 @@ fn scenario_names(name: &str) -> Result<Vec<&'static str>, String> {
     ryu_scenarios::scenario(name)
         .map(|s| vec![s.name])
         .ok_or_else(|| format!("unknown scenario {name:?}; try `list`"))
+}
+
+fn one_scenario(name: &str) -> Result<&'static str, String> {
+    match scenario_names(name)?.as_slice() {
+        [one] => Ok(one),
+        _ => Err("name one scenario with --scenario".into()),
+    }
 }
 
 fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -127,10 +171,12 @@ fn execute(command: Command) -> Result<bool, String> {
             bugs,
             trace,
             inject_nondeterminism,
+            skip_faults,
         } => {
             let mut all_ok = true;
             for name in scenario_names(&scenario)? {
-                let opts = options(seed, &bugs, trace, inject_nondeterminism);
+                let mut opts = options(seed, &bugs, trace, inject_nondeterminism);
+                opts.skip_faults = skip_faults.clone().unwrap_or_default();
                 let report = run(name, &opts)?;
                 print!("{}", report.render());
                 if report.result.is_err() {
@@ -139,6 +185,30 @@ fn execute(command: Command) -> Result<bool, String> {
                 }
             }
             Ok(all_ok)
+        }
+        Command::Timeline {
+            scenario,
+            seed,
+            bugs,
+            skip_faults,
+            out,
+        } => {
+            let name = one_scenario(&scenario)?;
+            let skip = skip_faults.unwrap_or_default();
+            write_timeline(name, seed, &bugs, &skip, &out)?;
+            Ok(true)
+        }
+        Command::Shrink {
+            scenario,
+            seed,
+            bugs,
+            skip_faults,
+        } => {
+            let name = one_scenario(&scenario)?;
+            let mut opts = options(seed, &bugs, false, false);
+            opts.skip_faults = skip_faults.unwrap_or_default();
+            print_shrink(name, &opts)?;
+            Ok(false)
         }
         Command::Sweep {
             seeds,
@@ -249,4 +319,102 @@ fn sweep(
         failures.len()
     );
     Ok(failures.is_empty())
+}
+
+/// Run the seed in a child process of this binary with `--trace` (so no scenario has
+/// to change to be drawn), then render its stderr (the trace) and stdout (the report).
+fn write_timeline(
+    name: &str,
+    seed: u64,
+    bugs: &[String],
+    skip: &BTreeSet<u64>,
+    out: &Path,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut child = std::process::Command::new(exe);
+    child.args([
+        "run",
+        "--scenario",
+        name,
+        "--seed",
+        &seed.to_string(),
+        "--trace",
+    ]);
+    for bug in bugs {
+        child.args(["--bug", bug]);
+    }
+    if !skip.is_empty() {
+        child.args(["--skip-faults", &format_ordinals(skip)]);
+    }
+    let output = child
+        .output()
+        .map_err(|e| format!("cannot run the scenario: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !matches!(output.status.code(), Some(0 | 1)) {
+        let last = stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        return Err(format!(
+            "the run did not complete ({}): {last}",
+            output.status
+        ));
+    }
+    let lines = timeline::split_trace(&stderr);
+    let html = timeline::render_html(&lines, &stdout);
+    write_file(out, &html)?;
+    if let Some(banner) = stdout.lines().find(|l| l.starts_with("SEED=")) {
+        println!("{banner}");
+    }
+    println!(
+        "wrote {} ({} KiB, {} trace events)",
+        out.display(),
+        html.len().div_ceil(1024),
+        lines.len()
+    );
+    Ok(())
+}
+
+/// The CLI writes the page it was asked for; the runs themselves never touch files.
+#[allow(clippy::disallowed_methods)] // std::fs::write: this is the CLI's output file
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn print_shrink(name: &str, opts: &RunOptions) -> Result<(), String> {
+    let result = shrink::shrink_with_progress(name, opts, &mut |line| println!("{line}"))?;
+    println!(
+        "shrunk in {} runs{}: {} of {} faults remain; skip set: {}",
+        result.runs,
+        if result.budget_exhausted {
+            " (run budget exhausted: not minimal)"
+        } else {
+            ""
+        },
+        result.faults_after,
+        result.faults_before,
+        if result.opts.skip_faults.is_empty() {
+            "(none)".to_string()
+        } else {
+            format_ordinals(&result.opts.skip_faults)
+        }
+    );
+    print!("{}", result.shrunk.render());
+    if result.violation_changed() {
+        println!(
+            "  note: the violation changed; the original was: {}",
+            result.original_violation()
+        );
+    }
+    println!(
+        "  crash/pause/partition lines of the shrunk run ({}):",
+        result.fault_lines.len()
+    );
+    for line in &result.fault_lines {
+        println!("    {}", line.trim_start());
+    }
+    println!("{}", result.shrunk.replay(&result.opts));
+    Ok(())
 }

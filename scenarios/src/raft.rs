@@ -28,10 +28,14 @@
 //! resumes; within a bounded simulated time a leader must be elected and a new
 //! proposal applied by a majority of the voters.
 //!
+//! Scheduled crashes, pauses, partitions and power losses during a persist are
+//! numbered, so `--skip-faults` can switch some off (see [`crate::faults`]).
+//!
 //! Silent disk corruption (bit flips, misdirected writes, latent sectors) is not drawn
 //! here: a Raft node that loses acknowledged state to corruption needs protocol-aware
 //! recovery, which is future work; the durable log's own tests cover detection.
 
+use crate::faults::{FaultCounter, draw_partition};
 use crate::raft_checks::RaftChecker;
 use crate::{Failure, RunOptions, RunReport};
 use ryu_io::{Clock, Disk, DynDisk, IoError};
@@ -398,6 +402,7 @@ pub fn run(opts: &RunOptions) -> RunReport {
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
+        faults: world.faults.scheduled(),
         summary: world.summary(),
         result: result.map_err(|message| Failure {
             message,
@@ -407,8 +412,6 @@ pub fn run(opts: &RunOptions) -> RunReport {
 }
 
 struct World {
-    // Read only to switch on a planted bug.
-    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     opts: RunOptions,
     shape: Shape,
     rng: SimRng,
@@ -418,6 +421,8 @@ struct World {
     trace: Trace,
     nodes: BTreeMap<u64, Node>,
     faults_on: bool,
+    /// Numbers the faults `fault` and `persist_done` decide on (see `crate::faults`).
+    faults: FaultCounter,
     next_value: u64,
     raft_checker: RaftChecker,
     /// index -> (term, data digest, state digest after applying): what was applied.
@@ -482,6 +487,7 @@ impl World {
             trace,
             nodes,
             faults_on: true,
+            faults: FaultCounter::default(),
             next_value: 1,
             raft_checker: RaftChecker::default(),
             applied: BTreeMap::new(),
@@ -732,10 +738,33 @@ impl World {
         }
         self.net.drop_node_traffic(id);
         self.reads.retain(|_, r| r.node != id);
-        if !node.removed {
-            let d = self.rng.between(10, 1000) * 1_000_000;
+        if let Some(d) = self.draw_restart_delay_ns(id) {
             self.queue.schedule_in(d, Ev::Restart(id));
         }
+    }
+
+    /// How long a crashed node stays down (`None`: removed nodes stay down). A
+    /// skipped crash makes this draw too.
+    fn draw_restart_delay_ns(&mut self, id: u64) -> Option<u64> {
+        (!self.nodes[&id].removed).then(|| self.rng.between(10, 1000) * 1_000_000)
+    }
+
+    /// Number the fault just decided on. `false`: the run skips it (traced as such);
+    /// the caller still makes the fault's remaining draws.
+    fn fault_enabled(&mut self, node: Option<u64>, what: &str) -> bool {
+        let fault = self.faults.next(&self.opts);
+        if !fault.enabled {
+            let now = self.now();
+            trace_event!(
+                self.trace,
+                now,
+                node,
+                "fault-skipped",
+                "#{} {what}",
+                fault.ordinal
+            );
+        }
+        fault.enabled
     }
 
     fn resume(&mut self, id: u64) -> Result<(), String> {
@@ -872,8 +901,12 @@ impl World {
             .filter(|n| n.started && n.life != Lifecycle::Up)
             .count() as u64;
         if self.faults_on && down < f && self.rng.chance(self.shape.crash_in_persist) {
-            self.crash(id, true, "power loss during persist");
-            return Ok(());
+            if self.fault_enabled(Some(id), "crash power loss during persist power_loss=true") {
+                self.crash(id, true, "power loss during persist");
+                return Ok(());
+            }
+            // Skipped: make the crash's draw, then persist as if no power was lost.
+            self.draw_restart_delay_ns(id);
         }
         self.catch_up_ticks(id);
         let node = self.nodes.get_mut(&id).expect("node");
@@ -1280,15 +1313,24 @@ impl World {
             0 if self.shape.crashes && down < f => {
                 if let Some(id) = self.random_up_node() {
                     let power = self.rng.chance(self.shape.power_loss);
-                    self.crash(id, power, "scheduled");
+                    let what = format!("crash scheduled power_loss={power}");
+                    if self.fault_enabled(Some(id), &what) {
+                        self.crash(id, power, "scheduled");
+                    } else {
+                        self.draw_restart_delay_ns(id);
+                    }
                 }
             }
             1 if self.shape.pauses && down < f => {
                 if let Some(id) = self.random_up_node() {
-                    trace_event!(self.trace, self.now(), Some(id), "pause", "");
-                    self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                    let enabled = self.fault_enabled(Some(id), "pause");
+                    // Drawn for a skipped pause too, to keep the random stream.
                     let d = self.rng.between(10, 2000) * 1_000_000;
-                    self.queue.schedule_in(d, Ev::Resume(id));
+                    if enabled {
+                        trace_event!(self.trace, self.now(), Some(id), "pause", "");
+                        self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                        self.queue.schedule_in(d, Ev::Resume(id));
+                    }
                 }
             }
             2 if self.shape.partitions => self.partition(),
@@ -1300,8 +1342,22 @@ impl World {
     fn partition(&mut self) {
         let now = self.now();
         let nodes: Vec<u64> = self.nodes.keys().copied().collect();
-        let what = self.net.random_partition(&mut self.rng, &nodes);
-        trace_event!(self.trace, now, None, "fault", "{what}");
+        let fault = self.faults.next(&self.opts);
+        let what = draw_partition(&mut self.net, &mut self.rng, &nodes, fault.enabled);
+        if fault.enabled {
+            trace_event!(self.trace, now, None, "fault", "{what}");
+        } else {
+            trace_event!(
+                self.trace,
+                now,
+                None,
+                "fault-skipped",
+                "#{} fault {what}",
+                fault.ordinal
+            );
+        }
+        // Scheduled even for a skipped partition: a heal restores every link, and
+        // the original run healed here too.
         let d = self.rng.between(50, 3000) * 1_000_000;
         self.queue.schedule_in(d, Ev::Heal);
     }

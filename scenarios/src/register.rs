@@ -42,7 +42,11 @@
 //! Liveness: after the fault phase the network heals, faults stop, crashed replicas
 //! restart and paused ones resume; every client must then finish its operations within
 //! a bounded simulated time.
+//!
+//! Scheduled crashes, pauses and partitions are numbered, so `--skip-faults` can switch
+//! some off (see [`crate::faults`]).
 
+use crate::faults::{FaultCounter, draw_partition};
 use crate::{Failure, RunOptions, RunReport};
 use ryu_io::{Disk, DynFile, IoError};
 use ryu_sim::{
@@ -310,6 +314,8 @@ struct World {
     clients: Vec<Client>,
     history: Vec<OpRecord>,
     faults_on: bool,
+    /// Numbers the faults `inject_fault` decides on (see `crate::faults`).
+    faults: FaultCounter,
     next_value: u64,
 }
 
@@ -329,6 +335,7 @@ pub fn run(opts: &RunOptions) -> RunReport {
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
+        faults: world.faults.scheduled(),
         summary: format!("{}; {counts}", world.shape_summary()),
         result: result.map_err(|message| Failure {
             message,
@@ -380,6 +387,7 @@ impl World {
             clients,
             history: Vec::new(),
             faults_on: true,
+            faults: FaultCounter::default(),
             next_value: 1,
         }
     }
@@ -540,7 +548,11 @@ impl World {
                     .collect();
                 if !up.is_empty() {
                     let i = up[self.rng.index(up.len())];
-                    self.crash(i, "scheduled crash");
+                    if self.fault_enabled(Some(replica_node(i)), "crash scheduled crash") {
+                        self.crash(i, "scheduled crash");
+                    } else {
+                        self.draw_restart_delay_ns(i);
+                    }
                 }
             }
             1 if self.shape.pauses && self.down_count() < f => {
@@ -549,10 +561,14 @@ impl World {
                     .collect();
                 if !up.is_empty() {
                     let i = up[self.rng.index(up.len())];
-                    trace_event!(self.trace, now, Some(replica_node(i)), "pause", "");
-                    self.replicas[i].life = Lifecycle::Paused;
+                    let enabled = self.fault_enabled(Some(replica_node(i)), "pause");
+                    // Drawn for a skipped pause too, to keep the random stream.
                     let d = self.rng.between(10, 300) * 1_000_000;
-                    self.queue.schedule_in(d, Ev::Resume(i));
+                    if enabled {
+                        trace_event!(self.trace, now, Some(replica_node(i)), "pause", "");
+                        self.replicas[i].life = Lifecycle::Paused;
+                        self.queue.schedule_in(d, Ev::Resume(i));
+                    }
                 }
             }
             2 if self.shape.partitions => self.partition(),
@@ -564,8 +580,22 @@ impl World {
         let now = self.now();
         let mut nodes: Vec<NodeId> = (0..self.replicas.len()).map(replica_node).collect();
         nodes.extend(self.clients.iter().map(|c| c.node));
-        let what = self.net.random_partition(&mut self.rng, &nodes);
-        trace_event!(self.trace, now, None, "fault", "{what}");
+        let fault = self.faults.next(&self.opts);
+        let what = draw_partition(&mut self.net, &mut self.rng, &nodes, fault.enabled);
+        if fault.enabled {
+            trace_event!(self.trace, now, None, "fault", "{what}");
+        } else {
+            trace_event!(
+                self.trace,
+                now,
+                None,
+                "fault-skipped",
+                "#{} fault {what}",
+                fault.ordinal
+            );
+        }
+        // Scheduled even for a skipped partition: a heal restores every link, and
+        // the original run healed here too.
         let d = self.rng.between(20, 800) * 1_000_000;
         self.queue.schedule_in(d, Ev::Heal);
     }
@@ -580,10 +610,33 @@ impl World {
         slot.held.clear();
         slot.life = Lifecycle::Crashed;
         self.net.drop_node_traffic(node);
-        if !slot.failed {
-            let d = self.rng.between(10, 500) * 1_000_000;
+        if let Some(d) = self.draw_restart_delay_ns(i) {
             self.queue.schedule_in(d, Ev::Restart(i));
         }
+    }
+
+    /// How long a crashed replica stays down (`None`: a failed one stays down). A
+    /// skipped crash makes this draw too.
+    fn draw_restart_delay_ns(&mut self, i: usize) -> Option<u64> {
+        (!self.replicas[i].failed).then(|| self.rng.between(10, 500) * 1_000_000)
+    }
+
+    /// Number the fault just decided on. `false`: the run skips it (traced as such);
+    /// the caller still makes the fault's remaining draws.
+    fn fault_enabled(&mut self, node: Option<NodeId>, what: &str) -> bool {
+        let fault = self.faults.next(&self.opts);
+        if !fault.enabled {
+            let now = self.now();
+            trace_event!(
+                self.trace,
+                now,
+                node,
+                "fault-skipped",
+                "#{} {what}",
+                fault.ordinal
+            );
+        }
+        fault.enabled
     }
 
     fn restart(&mut self, i: usize) {

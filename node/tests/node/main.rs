@@ -21,6 +21,8 @@ struct Cluster {
     /// Messages to these nodes are dropped.
     down: Vec<u64>,
     boots: u64,
+    /// `NodeOptions::compact_after_entries` for nodes opened from now on.
+    compact: u64,
 }
 
 impl Cluster {
@@ -34,6 +36,7 @@ impl Cluster {
             voters: voters.clone(),
             down: Vec::new(),
             boots: 0,
+            compact: 0,
         };
         for id in voters {
             c.disks.insert(id, SimDisk::new(id));
@@ -53,6 +56,7 @@ impl Cluster {
             clock: Arc::new(ryu_io::ManualClock::new(1_700_000_000_000_000_000)),
         });
         o.backup_timeout_ticks = 40;
+        o.compact_after_entries = self.compact;
         let rng = ChaCha8Rng::seed_from_u64(id * 1000 + self.boots);
         let node = Node::open(disk, Path::new("n"), o, rng).expect("open");
         self.nodes.insert(id, node);
@@ -69,7 +73,7 @@ impl Cluster {
                 }
                 node.run_ready().expect("ready");
                 if node.has_backup_work() {
-                    node.step_backups(4096);
+                    node.step_backups(4096).expect("backup step");
                     busy = true;
                 }
                 let out = node.take_output();
@@ -478,7 +482,7 @@ fn a_follower_backup_aborts_cleanly_when_the_follower_changes_role() {
         }
     }
     assert_ne!(node.status().role, Role::Follower);
-    node.step_backups(4096);
+    node.step_backups(4096).unwrap();
     let replies = node.take_output().replies;
     let (_, r) = replies.iter().find(|(id, _)| *id == 100).expect("answered");
     match r {
@@ -560,4 +564,56 @@ fn a_cluster_backup_with_a_node_down_fails_unless_a_quorum_suffices() {
     };
     assert_eq!(m.status, ClusterStatus::Complete, "{m:?}");
     assert_eq!(m.nodes.iter().filter(|n| n.status == "ok").count(), 2);
+}
+
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
+    let mut c = Cluster::new(3);
+    c.compact = 10;
+    for id in 1..=3 {
+        c.nodes.remove(&id);
+        c.open(id);
+    }
+    let l = c.tick_until_leader();
+    let lagging = (1..=3).find(|&i| i != l).unwrap();
+    c.down.push(lagging);
+    for i in 0..60 {
+        let r = c.call(l, i, put(&format!("k{i:02}"), &format!("v{i}")));
+        assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+    }
+    let (made, _) = c.nodes[&l].snapshot_counts();
+    assert!(made >= 2, "the leader made {made} snapshots");
+    assert!(
+        c.nodes[&l].raft().raft().log.first_index() > 10,
+        "the log was compacted"
+    );
+    c.down.clear();
+    for _ in 0..100 {
+        for n in c.nodes.values_mut() {
+            n.tick();
+        }
+        c.settle();
+        if c.nodes[&lagging].applied().index == c.nodes[&l].applied().index {
+            break;
+        }
+    }
+    let (_, installed) = c.nodes[&lagging].snapshot_counts();
+    assert!(installed >= 1, "the follower installed no snapshot");
+    assert_eq!(
+        c.nodes[&lagging].applied().index,
+        c.nodes[&l].applied().index
+    );
+    let digest = |n: &Node| ryu_node::backups::state_digest(&n.db().begin_read()).unwrap();
+    assert_eq!(digest(&c.nodes[&lagging]), digest(&c.nodes[&l]));
+    // It survives a restart on its new engine, and keeps applying.
+    c.nodes.remove(&lagging);
+    c.disks[&lagging].crash();
+    c.open(lagging);
+    assert!(c.nodes[&lagging].applied().index >= 60);
+    let r = c.call(l, 1000, put("after", "x"));
+    assert!(matches!(r, Response::Committed { .. }));
+    c.settle();
+    let r = c.call(lagging, 1001, get("after"));
+    assert_eq!(value(&r), Some(&b"x"[..]));
+    assert_eq!(value(&c.call(lagging, 1002, get("k07"))), Some(&b"v7"[..]));
 }

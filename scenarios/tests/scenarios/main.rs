@@ -4,6 +4,8 @@
 
 mod linearizability;
 mod planted;
+mod shrink;
+mod timeline;
 
 use ryu_scenarios::{RunOptions, assert_seeds, check_determinism, run};
 use std::process::Command;
@@ -80,6 +82,82 @@ fn cluster_seeds_part_4_are_linearizable_consistent_and_live() {
         3 * CLUSTER_SEEDS_PER_PART..4 * CLUSTER_SEEDS_PER_PART,
         &[],
     );
+}
+
+/// Regression (cluster seed 192): a node that installed a snapshot past its own
+/// proposal answered the client `Unavailable` ("definitely no effect") although the
+/// write had been applied; the linearizability checker saw a value never written.
+/// Such writes are now answered `OutcomeUnknown`.
+#[test]
+fn regression_write_skipped_by_a_snapshot_is_outcome_unknown() {
+    assert_seeds("cluster", 192..193, &[]);
+}
+
+/// Regression (cluster seed 79): a node that learned a backup barrier from an
+/// installed snapshot (not by applying it) did not know the barrier, so as leader it
+/// never finished the cluster backup, and it acknowledged reports for it.
+#[test]
+fn regression_barrier_inside_an_installed_snapshot_is_still_coordinated() {
+    assert_seeds("cluster", 79..80, &[]);
+}
+
+/// Regression (cluster seed 6): a node that installed a snapshot had no archive of
+/// it, so as leader it could not send that snapshot on: followers behind it looped
+/// between append rejections and aborted snapshot offers forever.
+#[test]
+fn regression_an_installed_snapshot_is_kept_to_send_on() {
+    assert_seeds("cluster", 6..7, &[]);
+}
+
+/// Regression (snapshot-install-under-load seed 270, a checker bug): the reference
+/// model was fed from the applying node's log, which a node that crashed mid-batch
+/// had already compacted. It is now fed from any node's committed entries.
+#[test]
+fn regression_model_is_fed_from_committed_entries_of_any_node() {
+    assert_seeds("snapshot-install-under-load", 270..271, &[]);
+}
+
+/// Seeds per catalogue entry under `cargo test` (the sweep runs more).
+const CATALOGUE_SEEDS: std::ops::Range<u64> = 1000..1050;
+
+#[test]
+fn catalogue_steady_load() {
+    assert_seeds("steady-load", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_leader_churn() {
+    assert_seeds("leader-churn", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_flapping_partitions() {
+    assert_seeds("flapping-partitions", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_asymmetric_partition() {
+    assert_seeds("asymmetric-partition", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_backup_under_leader_failover() {
+    assert_seeds("backup-under-leader-failover", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_follower_backup_with_promotion() {
+    assert_seeds("follower-backup-with-promotion", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_coordinated_backup_under_partition() {
+    assert_seeds("coordinated-backup-under-partition", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
+fn catalogue_snapshot_install_under_load() {
+    assert_seeds("snapshot-install-under-load", CATALOGUE_SEEDS, &[]);
 }
 
 #[test]
