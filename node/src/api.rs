@@ -56,6 +56,17 @@ pub enum Request {
         id: String,
         strategy: BackupStrategy,
     },
+    /// Change the membership by one node (sent to the leader). A new node starts
+    /// empty with the bootstrap membership and catches up by log or snapshot.
+    ChangeMembership(MembershipChange),
+}
+
+/// One membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddVoter(u64),
+    AddLearner(u64),
+    Remove(u64),
 }
 
 /// Which node backs up what (see [`crate::backups`]).
@@ -93,6 +104,7 @@ impl Request {
                 | Request::Delete { .. }
                 | Request::Cas { .. }
                 | Request::Txn { .. }
+                | Request::ChangeMembership(_)
         )
     }
 }

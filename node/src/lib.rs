@@ -72,10 +72,12 @@ mod node;
 pub mod snapshots;
 
 pub use api::{
-    BackupResult, BackupStrategy, Consistency, Envelope, Output, Payload, Request, Response, Status,
+    BackupResult, BackupStrategy, Consistency, Envelope, MembershipChange, Output, Payload,
+    Request, Response, Status,
 };
 pub use backups::{BackupTarget, ClusterManifest, ClusterStatus, Report};
 pub use command::{AppliedState, Command};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBug;
 pub use node::{CLUSTER_FILE, DB_DIR, Node, NodeError, NodeOptions, RAFT_DIR};
+pub use snapshots::restore_cluster_node;

@@ -10,11 +10,13 @@ use rand_chacha::ChaCha8Rng;
 use ryu_engine::{Db, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use ryu_io::{DynDisk, IoError};
 use ryu_raft::{
-    ConfChange, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind, Index, LogError,
-    RawNode, Ready, Role, SnapshotMeta, SoftState, Storage, Term,
+    ConfChange, ConfChangeKind, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind,
+    Index, LogError, RawNode, Ready, Role, SnapshotMeta, SoftState, Storage, Term,
 };
 
-use crate::api::{Consistency, Envelope, Output, Payload, Request, Response, Status};
+use crate::api::{
+    Consistency, Envelope, MembershipChange, Output, Payload, Request, Response, Status,
+};
 use crate::backups::{BackupTarget, Barrier, BarrierRecord, Running};
 use crate::command::{APPLIED_KEY, AppliedState, Command, KeyValue, SYSTEM_PREFIX};
 use crate::snapshots;
@@ -207,6 +209,7 @@ pub struct Node {
     pub(crate) snapshots_made: u64,
     pub(crate) snapshots_installed: u64,
     pub(crate) last_snapshot_error: Option<String>,
+    foreign_dropped: u64,
 }
 
 impl fmt::Debug for Node {
@@ -305,6 +308,7 @@ impl Node {
             snapshots_made: 0,
             snapshots_installed: 0,
             last_snapshot_error: None,
+            foreign_dropped: 0,
         };
         node.load_barriers()?;
         if let Some(t) = &node.options.backup {
@@ -394,6 +398,7 @@ impl Node {
     /// A message from a peer. Messages from another cluster are dropped.
     pub fn step(&mut self, env: Envelope) {
         if env.cluster != self.cluster_id || env.to != self.id {
+            self.foreign_dropped += 1;
             return;
         }
         match env.payload {
@@ -428,6 +433,7 @@ impl Node {
             }
             Request::Txn { reads, writes } => self.propose(request, reads, writes),
             Request::Backup { id, strategy } => self.request_backup(request, id, strategy),
+            Request::ChangeMembership(change) => self.change_membership(request, change),
         }
     }
 
@@ -492,6 +498,30 @@ impl Node {
         }
     }
 
+    fn change_membership(&mut self, request: u64, change: MembershipChange) {
+        let soft = self.raw.soft_state();
+        if soft.role != Role::Leader {
+            let leader = soft.leader.map(|l| l.0).filter(|&l| l != self.id);
+            self.reply(request, Response::NotLeader { leader });
+            return;
+        }
+        let (kind, node) = match change {
+            MembershipChange::AddVoter(n) => (ConfChangeKind::AddVoter, n),
+            MembershipChange::AddLearner(n) => (ConfChangeKind::AddLearner, n),
+            MembershipChange::Remove(n) => (ConfChangeKind::Remove, n),
+        };
+        match self
+            .raw
+            .propose_conf_change(&ConfChange::single(kind, node))
+        {
+            Ok(index) => {
+                let term = self.raw.hard_state().term;
+                self.writes.insert(index, WriteWaiter { request, term });
+            }
+            Err(e) => self.reply(request, unavailable(&e.to_string())),
+        }
+    }
+
     // ---- the Ready cycle --------------------------------------------------------------
 
     /// Whether [`Node::ready_begin`] has work.
@@ -548,6 +578,11 @@ impl Node {
         self.serve_confirmed_reads();
         self.maybe_snapshot();
         Ok(())
+    }
+
+    /// Messages dropped because they came from another cluster (or were misaddressed).
+    pub fn foreign_messages_dropped(&self) -> u64 {
+        self.foreign_dropped
     }
 
     /// Snapshot counters: (made here, installed from a leader).
@@ -680,6 +715,7 @@ impl Node {
                     let cs = self.raw.apply_conf_change(&cc).map_err(NodeError::Raft)?;
                     self.raw.storage_mut().set_conf_state(cs.clone())?;
                     self.applied.conf = cs;
+                    outcome = Some(Response::Committed { index: e.index });
                 }
             }
             self.applied.index = e.index;
@@ -813,7 +849,10 @@ fn validate(req: &Request) -> Result<(), String> {
     match req {
         Request::Get { key, .. } | Request::Delete { key } => key_ok(key),
         Request::Scan { limit, .. } if *limit == 0 => Err("scan limit must be positive".into()),
-        Request::Scan { .. } | Request::Status | Request::Backup { .. } => Ok(()),
+        Request::Scan { .. }
+        | Request::Status
+        | Request::Backup { .. }
+        | Request::ChangeMembership(_) => Ok(()),
         Request::Put { key, value } => {
             key_ok(key)?;
             value_ok(&Some(value.clone()))

@@ -411,3 +411,93 @@ pub(crate) fn read_applied(db: &Db) -> Result<Option<AppliedState>, NodeError> {
         None => Ok(None),
     }
 }
+
+/// Bootstrap node `node_dir` on `disk` from one node's part of a complete cluster
+/// backup (`<store>/<id>/node-<k>/<id>`), as the seed of a new cluster with id
+/// `new_cluster_id` (as etcd's `snapshot restore`: the restored cluster can never
+/// talk to the one it came from). Every member of the new cluster is restored from
+/// the same backup, so they all start at the barrier's index with equal state and the
+/// membership the backup holds; the directory must not exist or be empty.
+pub fn restore_cluster_node(
+    store: &DynDisk,
+    part_dir: &Path,
+    backup_id: &str,
+    disk: &DynDisk,
+    node_dir: &Path,
+    new_cluster_id: u64,
+) -> Result<AppliedState, NodeError> {
+    let corrupt = |e: ryu_backup::Error| NodeError::Corrupted(e.to_string());
+    if disk.exists(node_dir)? && !disk.list(node_dir)?.is_empty() {
+        return Err(NodeError::Corrupted(format!(
+            "{} is not empty: restore only into a new directory",
+            node_dir.display()
+        )));
+    }
+    disk.create_dir_all(node_dir)?;
+    if let Some(parent) = node_dir.parent() {
+        disk.sync_dir(parent)?;
+    }
+    let manifest = ryu_backup::verify(
+        store,
+        part_dir,
+        backup_id,
+        &ryu_backup::VerifyOptions { deep: false },
+    )
+    .map_err(corrupt)?;
+    if !manifest.is_ok() {
+        return Err(NodeError::Corrupted(format!(
+            "backup does not verify: {:?}",
+            manifest.problems
+        )));
+    }
+    // The engine first, into the directory ENGINE will name.
+    let staging = node_dir.join("db-restore");
+    ryu_backup::restore(
+        store,
+        part_dir,
+        backup_id,
+        disk,
+        &staging,
+        &RestoreOptions::default(),
+    )
+    .map_err(corrupt)?;
+    let db = Db::open(disk.clone(), &staging, ryu_engine::Options::default())?;
+    let state = read_applied(&db)?
+        .ok_or_else(|| NodeError::Corrupted("the backup holds no applied state".into()))?;
+    drop(db);
+    let engine_dir = format!("db-{}", state.index);
+    disk.rename(&staging, &node_dir.join(&engine_dir))?;
+    disk.sync_dir(node_dir)?;
+    // Its own snapshot archive, so it can bring a lagging member up to date.
+    let archive = pack(store, &part_dir.join(backup_id))?;
+    let snap_dir = node_dir.join(SNAP_DIR);
+    disk.create_dir_all(&snap_dir)?;
+    disk.sync_dir(node_dir)?;
+    write_file_atomic(disk, &snap_dir, &archive_name(state.index), &archive)?;
+    // The log starts at the snapshot, in the backup's term.
+    let mut log = ryu_raft::DiskLog::open(
+        disk.clone(),
+        &node_dir.join(crate::RAFT_DIR),
+        state.conf.clone(),
+        ryu_raft::DiskLogOptions::default(),
+    )?;
+    log.install_snapshot(SnapshotMeta {
+        index: state.index,
+        term: state.term,
+        conf_state: state.conf.clone(),
+    })?;
+    log.set_hard_state(ryu_raft::HardState {
+        term: state.term,
+        vote: None,
+        commit: state.index,
+    })?;
+    drop(log);
+    write_file_atomic(disk, node_dir, ENGINE_FILE, engine_dir.as_bytes())?;
+    write_file_atomic(
+        disk,
+        node_dir,
+        crate::CLUSTER_FILE,
+        format!("{new_cluster_id:016x}\n").as_bytes(),
+    )?;
+    Ok(state)
+}

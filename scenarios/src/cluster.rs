@@ -114,6 +114,7 @@ pub enum Profile {
     FollowerBackupWithPromotion,
     CoordinatedBackupUnderPartition,
     SnapshotInstallUnderLoad,
+    RestoreClusterAndResume,
 }
 
 impl Profile {
@@ -129,6 +130,7 @@ impl Profile {
             Profile::FollowerBackupWithPromotion => "follower-backup-with-promotion",
             Profile::CoordinatedBackupUnderPartition => "coordinated-backup-under-partition",
             Profile::SnapshotInstallUnderLoad => "snapshot-install-under-load",
+            Profile::RestoreClusterAndResume => "restore-cluster-and-resume",
         }
     }
 
@@ -202,6 +204,14 @@ impl Profile {
                 s.heal_ms = (500, 3_000);
                 s.compact_after_entries = rng.between(5, 20);
                 s.think_ns_max = rng.between(1, 5) * 1_000_000;
+            }
+            Profile::RestoreClusterAndResume => {
+                s.backups = true;
+                s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
+                s.backup_strategies = vec![
+                    BackupStrategy::Cluster { quorum_only: false },
+                    BackupStrategy::Cluster { quorum_only: true },
+                ];
             }
             Profile::CoordinatedBackupUnderPartition => {
                 quiet(s);
@@ -360,6 +370,12 @@ pub fn run_profile(profile: Profile, opts: &RunOptions) -> RunReport {
 struct World {
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     opts: RunOptions,
+    profile: Profile,
+    cluster_id: u64,
+    /// Set once the cluster was restored from the backup at this barrier index.
+    restored_at: Option<Index>,
+    /// Messages of the retired cluster sent to the restored one.
+    stale_sent: u64,
     shape: Shape,
     rng: SimRng,
     time: WorldTime,
@@ -447,7 +463,11 @@ impl World {
         trace.set_echo(opts.echo_trace);
         let store = SimDisk::new(opts.seed ^ 0x5707e);
         World {
+            cluster_id: 0x5eed_0000 ^ opts.seed,
             opts,
+            profile,
+            restored_at: None,
+            stale_sent: 0,
             shape,
             rng,
             time,
@@ -528,7 +548,7 @@ impl World {
 
     fn node_options(&self, id: u64) -> NodeOptions {
         let mut o = NodeOptions::new(id, (1..=self.shape.voters).collect());
-        o.cluster_id = 0x5eed_0000 ^ self.opts.seed;
+        o.cluster_id = self.cluster_id;
         let mut c = Config::new(id);
         c.election_tick = 10;
         c.heartbeat_tick = 2;
@@ -605,7 +625,15 @@ impl World {
                 Some(Next::Event(at, ev)) => {
                     self.time.set(at);
                     if self.handle(ev)? {
-                        return self.final_checks();
+                        if let Some(barrier) = self.restored_at {
+                            return self.check_restored_cluster(barrier);
+                        }
+                        self.final_checks()?;
+                        if self.profile != Profile::RestoreClusterAndResume
+                            || !self.restore_cluster()?
+                        {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -1397,7 +1425,10 @@ impl World {
             .filter_map(|(&id, n)| Some((id, n.node.as_ref()?.raft())))
             .collect();
         self.raft_checker.check(&rafts)?;
-        self.feed_model()?;
+        if self.restored_at.is_none() {
+            // After a restore the cluster writes a new history from the barrier on.
+            self.feed_model()?;
+        }
         for &id in &ids {
             let Some(node) = self.nodes[&id].node.as_ref() else {
                 continue;
@@ -1643,6 +1674,157 @@ impl World {
         Ok(())
     }
 
+    /// Restore a whole new cluster from the newest complete cluster backup: every
+    /// node from the same part, under a new cluster id, on new disks. The old cluster
+    /// is gone, but some of its messages are still in flight. Returns false if no
+    /// cluster backup completed (nothing to restore).
+    fn restore_cluster(&mut self) -> Result<bool, String> {
+        let store: DynDisk = Arc::new(self.store.clone());
+        let mut newest: Option<(Index, String, u64)> = None;
+        for (id, &barrier) in &self.model.barriers {
+            let dir = Path::new(BACKUP_DIR).join(id);
+            let Some(m) = read_json::<ClusterManifest>(&store, &dir.join(CLUSTER_MANIFEST)) else {
+                continue;
+            };
+            let part = m.nodes.iter().find(|p| p.status == "ok");
+            if m.status == ClusterStatus::Complete
+                && let Some(part) = part
+                && newest.as_ref().is_none_or(|(b, _, _)| barrier > *b)
+            {
+                newest = Some((barrier, id.clone(), part.node));
+            }
+        }
+        let now = self.now();
+        let Some((barrier, id, from)) = newest else {
+            trace_event!(
+                self.trace,
+                now,
+                None,
+                "restore",
+                "no complete cluster backup to restore"
+            );
+            return Ok(false);
+        };
+        let new_cluster = self.cluster_id ^ 0xc1u64.rotate_left(40);
+        trace_event!(
+            self.trace,
+            now,
+            None,
+            "restore",
+            "cluster backup {id} (barrier {barrier}) from node {from}'s part into cluster {new_cluster:016x}"
+        );
+        // Messages the old cluster still had in flight reach the new nodes.
+        let mut stale = Vec::new();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for &nid in &ids {
+            if let Some(node) = self.nodes[&nid].node.as_ref() {
+                let term = node.raft().hard_state().term;
+                for &to in ids.iter().filter(|&&t| t != nid) {
+                    stale.push(Envelope {
+                        cluster: self.cluster_id,
+                        from: nid,
+                        to,
+                        payload: ryu_node::Payload::Raft(ryu_raft::Message {
+                            from: ryu_raft::NodeId(nid),
+                            to: ryu_raft::NodeId(to),
+                            term: term + 100,
+                            body: ryu_raft::MessageBody::AppendResp {
+                                index: 0,
+                                reject: None,
+                            },
+                        }),
+                    });
+                }
+            }
+            self.crash(nid, false, "the old cluster is retired");
+        }
+        self.cluster_id = new_cluster;
+        self.restored_at = Some(barrier);
+        self.raft_checker = RaftChecker::default();
+        self.applied.clear();
+        self.digests.clear();
+        self.probe = None;
+        let part_dir = Path::new(BACKUP_DIR).join(&id).join(format!("node-{from}"));
+        for &nid in &ids {
+            let disk = SimDisk::new(self.rng.next_u64());
+            let d: DynDisk = Arc::new(disk.clone());
+            ryu_node::restore_cluster_node(
+                &store,
+                &part_dir,
+                &id,
+                &d,
+                Path::new(NODE_DIR),
+                new_cluster,
+            )
+            .map_err(|e| format!("restoring node {nid}: {e}"))?;
+            let n = self.nodes.get_mut(&nid).expect("node");
+            n.disk = disk;
+            n.digest = None;
+            self.start(nid)?;
+        }
+        self.stale_sent = stale.len() as u64;
+        for m in stale {
+            let at = self.now() + self.rng.between(1, 50) * 1_000_000;
+            let (from, to) = (m.from, m.to);
+            self.net.send(at, from, to, m);
+        }
+        self.queue.schedule_in(LIVENESS_BOUND_NS, Ev::Deadline);
+        self.queue.schedule_in(TICK_NS * 5, Ev::Probe);
+        Ok(true)
+    }
+
+    /// The restored cluster resumed (it committed and applied a probe everywhere):
+    /// every node holds exactly the state at the barrier, plus the probe, and
+    /// dropped every message of the old cluster.
+    fn check_restored_cluster(&mut self, barrier: Index) -> Result<(), String> {
+        let mut want = self.model.state_at(barrier);
+        want.insert(b"probe".to_vec(), b"1".to_vec());
+        for (&id, n) in &self.nodes {
+            let node = n
+                .node
+                .as_ref()
+                .ok_or(format!("restored node {id} is down"))?;
+            if node.cluster_id() != self.cluster_id {
+                return Err(format!(
+                    "restored node {id} has cluster id {:016x}",
+                    node.cluster_id()
+                ));
+            }
+            let txn = node.db().begin_read();
+            let got: BTreeMap<Vec<u8>, Vec<u8>> = txn
+                .range(Vec::new()..vec![0xff])
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("node {id}: {e}"))?;
+            if got != want {
+                return Err(format!(
+                    "restored node {id} does not hold the state at barrier {barrier} plus the probe ({} keys, {} expected)",
+                    got.len(),
+                    want.len()
+                ));
+            }
+        }
+        let dropped: u64 = self
+            .nodes
+            .values()
+            .filter_map(|n| n.node.as_ref().map(Node::foreign_messages_dropped))
+            .sum();
+        if dropped < self.stale_sent {
+            return Err(format!(
+                "the restored cluster took {} of {} messages of the old cluster",
+                self.stale_sent - dropped,
+                self.stale_sent
+            ));
+        }
+        trace_event!(
+            self.trace,
+            self.now(),
+            None,
+            "restored",
+            "every node holds the state at {barrier} plus the probe; {dropped} old messages dropped"
+        );
+        Ok(())
+    }
+
     fn final_checks(&mut self) -> Result<(), String> {
         self.check_backups()?;
         let note = crate::history::check(&self.history)?;
@@ -1704,7 +1886,10 @@ fn kind_of(r: &Request) -> OpKind {
             reads: reads.clone(),
             writes: writes.clone(),
         },
-        Request::Scan { .. } | Request::Status | Request::Backup { .. } => {
+        Request::Scan { .. }
+        | Request::Status
+        | Request::Backup { .. }
+        | Request::ChangeMembership(_) => {
             unreachable!("not issued by clients")
         }
     }

@@ -24,13 +24,15 @@
 //!
 //! A skipped fault leaves one trace line, `fault-skipped #N` followed by the kind and
 //! detail of the line the fault would have left (`crash scheduled power_loss=true`,
-//! `fault isolate 3`), so a replayed trace shows what was switched off. A heal scheduled by a skipped partition stays
-//! scheduled: heals restore every link, and the original run healed at that moment too.
+//! `fault isolate 3`), so a replayed trace shows what was switched off. A heal
+//! scheduled by a skipped partition stays scheduled: heals restore every link, and the
+//! original run healed at that moment too.
 //!
 //! To number faults in a scenario: keep a [`FaultCounter`]; when the routine has
 //! decided on a fault (before applying it), call [`FaultCounter::next`]; if it is not
 //! enabled, make the remaining draws and do nothing else. For partitions use
-//! [`draw_partition`], which draws exactly what `SimNetwork::random_partition` draws.
+//! [`draw_partition`], which draws exactly what `SimNetwork::random_partition` draws;
+//! for other code that draws and cuts in one go, [`saved_cuts`] and [`restore_cuts`].
 //! Report [`FaultCounter::scheduled`] as `RunReport::faults`.
 //!
 //! [`RunOptions::skip_faults`]: crate::RunOptions::skip_faults
@@ -102,13 +104,24 @@ pub fn draw_partition<M: Clone>(
         return net.random_partition(rng, nodes);
     }
     // Let the network draw (and cut), then put the links back as they were.
-    let before: Vec<(NodeId, NodeId)> = net.cut_links().collect();
+    let saved = saved_cuts(net);
     let what = net.random_partition(rng, nodes);
+    restore_cuts(net, saved);
+    what
+}
+
+/// The links cut now. For a skipped fault whose drawing code also cuts: save, draw
+/// and cut as usual, then [`restore_cuts`].
+pub fn saved_cuts<M: Clone>(net: &SimNetwork<M>) -> Vec<(NodeId, NodeId)> {
+    net.cut_links().collect()
+}
+
+/// Make exactly the `saved` links cut again.
+pub fn restore_cuts<M: Clone>(net: &mut SimNetwork<M>, saved: Vec<(NodeId, NodeId)>) {
     net.heal();
-    for (from, to) in before {
+    for (from, to) in saved {
         net.cut(from, to);
     }
-    what
 }
 
 /// `1,4,7`: the form `--skip-faults` takes.

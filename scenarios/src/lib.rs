@@ -179,6 +179,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |o| cluster::run_profile(cluster::Profile::SnapshotInstallUnderLoad, o),
     },
     Scenario {
+        name: "restore-cluster-and-resume",
+        about: "cluster catalogue: cluster backups under faults, then a new cluster restored from the newest one resumes",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::RestoreClusterAndResume, o),
+    },
+    Scenario {
         name: "raft",
         about: "3-7 Raft nodes on DiskLog/SimDisk with every fault: Raft safety after each event + liveness",
         bugs: raft::BUGS,

@@ -332,6 +332,8 @@ fn write_timeline(
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut child = std::process::Command::new(exe);
+    // A panic's message is in the report; its backtrace would only clutter the trace.
+    child.env("RUST_BACKTRACE", "0");
     child.args([
         "run",
         "--scenario",
@@ -384,7 +386,13 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn print_shrink(name: &str, opts: &RunOptions) -> Result<(), String> {
-    let result = shrink::shrink_with_progress(name, opts, &mut |line| println!("{line}"))?;
+    // A candidate run that panics is a failure like any other, its message is in its
+    // report: without this, every such run would print a backtrace.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = shrink::shrink_with_progress(name, opts, &mut |line| println!("{line}"));
+    std::panic::set_hook(hook);
+    let result = result?;
     println!(
         "shrunk in {} runs{}: {} of {} faults remain; skip set: {}",
         result.runs,
@@ -408,12 +416,16 @@ fn print_shrink(name: &str, opts: &RunOptions) -> Result<(), String> {
             result.original_violation()
         );
     }
-    println!(
-        "  crash/pause/partition lines of the shrunk run ({}):",
-        result.fault_lines.len()
-    );
-    for line in &result.fault_lines {
-        println!("    {}", line.trim_start());
+    if result.shrunk.events == 0 {
+        println!("  (a run that panics keeps no trace: replay it with --trace to see it)");
+    } else {
+        println!(
+            "  crash/pause/partition lines of the shrunk run ({}):",
+            result.fault_lines.len()
+        );
+        for line in &result.fault_lines {
+            println!("    {}", line.trim_start());
+        }
     }
     println!("{}", result.shrunk.replay(&result.opts));
     Ok(())

@@ -12,14 +12,19 @@
 //!    removal after which the run still fails; repeat the pass until one removes
 //!    nothing.
 //!
+//! A candidate is kept only if the run still fails **and** applies fewer faults than
+//! the best run so far. Switching a fault off changes the world after it, so the run
+//! may decide on faults it did not before (a crash that was refused while too many
+//! nodes were down, say) and apply more faults in all; such a candidate is no
+//! progress. Every step looks at the faults of the run it kept, new ordinals
+//! included, so the number of applied faults only goes down.
+//!
 //! "Still fails" means any violation, not necessarily the original one: a shrunk run
 //! often fails the same way with different times in the message, and sometimes by a
 //! neighbouring check. [`ShrinkResult::violation_changed`] says when the message
-//! differs. Switching a fault off changes the world after it, so a run can schedule
-//! faults it did not before (new ordinals past the old end): every step looks at the
-//! faults of the run it kept. At the end the skip set is trimmed to ordinals the final
-//! run actually reached (the others never mattered), and that run is repeated to
-//! confirm the fingerprint.
+//! differs. At the end the skip set is trimmed to ordinals the final run actually
+//! reached (the others never mattered), and that run is repeated to confirm the
+//! fingerprint.
 //!
 //! Every candidate is a full deterministic run, so the result is exact, not a guess:
 //! the replay line with its `--skip-faults` reproduces it. [`MAX_RUNS`] bounds the
@@ -151,7 +156,8 @@ impl<'a> Search<'a> {
         })
     }
 
-    /// Run with `skip ∪ remove`; keep it if it still fails. `None`: out of budget.
+    /// Run with `skip ∪ remove`; keep it if it still fails with fewer faults applied.
+    /// `None`: out of budget.
     fn try_skip(&mut self, remove: &[u64]) -> Option<bool> {
         if self.runs >= MAX_RUNS {
             self.budget_exhausted = true;
@@ -163,7 +169,9 @@ impl<'a> Search<'a> {
         let mut opts = self.opts.clone();
         opts.skip_faults = candidate.clone();
         let report = run(&self.scenario, &opts).expect("the scenario ran before");
+        let left = applied_faults(&report, &candidate).len();
         let fails = report.result.is_err();
+        let smaller = left < applied_faults(&self.best, &self.skip).len();
         let what = match remove {
             [one] => format!("fault {one}"),
             _ => format!(
@@ -172,8 +180,7 @@ impl<'a> Search<'a> {
                 format_ordinals(&remove.iter().copied().collect())
             ),
         };
-        if fails {
-            let left = applied_faults(&report, &candidate).len();
+        if fails && smaller {
             let changed = if violation(&report) == violation(&self.original) {
                 String::new()
             } else {
@@ -185,10 +192,15 @@ impl<'a> Search<'a> {
             ));
             self.skip = candidate;
             self.best = report;
+        } else if fails {
+            (self.progress)(&format!(
+                "  [{}] without {what}: fails, but with {left} faults: no progress",
+                self.runs
+            ));
         } else {
             (self.progress)(&format!("  [{}] without {what}: passes", self.runs));
         }
-        Some(fails)
+        Some(fails && smaller)
     }
 
     fn chunks(&mut self) {

@@ -617,3 +617,160 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
     assert_eq!(value(&r), Some(&b"x"[..]));
     assert_eq!(value(&c.call(lagging, 1002, get("k07"))), Some(&b"v7"[..]));
 }
+
+#[test]
+fn a_whole_cluster_restores_from_a_cluster_backup_under_a_new_cluster_id() {
+    use ryu_node::{BackupStrategy, ClusterStatus};
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..10 {
+        c.call(l, i, put(&format!("k{i}"), "before"));
+    }
+    let r = c.call(
+        l,
+        100,
+        backup("cb", BackupStrategy::Cluster { quorum_only: false }),
+    );
+    let Response::ClusterBackupDone(m) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(m.status, ClusterStatus::Complete);
+    for i in 0..10 {
+        c.call(l, 200 + i, put(&format!("k{i}"), "after"));
+    }
+    // Every member of the new cluster starts from node 2's part.
+    let store: DynDisk = Arc::new(c.store.clone());
+    let mut restored = Cluster {
+        disks: BTreeMap::new(),
+        store: c.store.clone(),
+        nodes: BTreeMap::new(),
+        replies: BTreeMap::new(),
+        voters: vec![1, 2, 3],
+        down: Vec::new(),
+        boots: 100,
+        compact: 0,
+    };
+    for id in 1..=3 {
+        let disk = SimDisk::new(500 + id);
+        let d: DynDisk = Arc::new(disk.clone());
+        let state = ryu_node::restore_cluster_node(
+            &store,
+            Path::new("backups/cb/node-2"),
+            "cb",
+            &d,
+            Path::new("n"),
+            43,
+        )
+        .unwrap();
+        assert_eq!(state.index, m.barrier_index);
+        restored.disks.insert(id, disk);
+    }
+    for id in 1..=3 {
+        let disk: DynDisk = Arc::new(restored.disks[&id].clone());
+        let mut o = NodeOptions::new(id, vec![1, 2, 3]);
+        o.cluster_id = 999; // ignored: the directory has its cluster id
+        let node = Node::open(disk, Path::new("n"), o, ChaCha8Rng::seed_from_u64(id)).unwrap();
+        assert_eq!(node.cluster_id(), 43);
+        restored.nodes.insert(id, node);
+    }
+    let nl = restored.tick_until_leader();
+    assert_eq!(
+        value(&restored.call(nl, 1, get("k3"))),
+        Some(&b"before"[..])
+    );
+    assert!(matches!(
+        restored.call(nl, 2, put("new", "1")),
+        Response::Committed { .. }
+    ));
+    // The old cluster's messages never reach the new one.
+    let old_msg = Envelope {
+        cluster: 42,
+        from: 1,
+        to: nl,
+        payload: ryu_node::Payload::Raft(ryu_raft::Message {
+            from: ryu_raft::NodeId(1),
+            to: ryu_raft::NodeId(nl),
+            term: 1000,
+            body: ryu_raft::MessageBody::AppendResp {
+                index: 0,
+                reject: None,
+            },
+        }),
+    };
+    restored.nodes.get_mut(&nl).unwrap().step(old_msg);
+    assert_eq!(restored.nodes[&nl].foreign_messages_dropped(), 1);
+    assert_eq!(restored.nodes[&nl].status().role, Role::Leader);
+    // Restoring into a directory in use is refused.
+    let d: DynDisk = Arc::new(restored.disks[&1].clone());
+    assert!(
+        ryu_node::restore_cluster_node(
+            &store,
+            Path::new("backups/cb/node-2"),
+            "cb",
+            &d,
+            Path::new("n"),
+            44
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn a_new_member_joins_by_snapshot_and_a_member_is_removed() {
+    use ryu_node::MembershipChange;
+    let mut c = Cluster::new(3);
+    c.compact = 10;
+    for id in 1..=3 {
+        c.nodes.remove(&id);
+        c.open(id);
+    }
+    let l = c.tick_until_leader();
+    for i in 0..40 {
+        c.call(l, i, put(&format!("k{i:02}"), "v"));
+    }
+    // Node 4 starts empty, knowing only the bootstrap membership.
+    c.disks.insert(4, SimDisk::new(4));
+    c.open(4);
+    assert_eq!(c.nodes[&4].status().voters, vec![1, 2, 3]);
+    let r = c.call(
+        l,
+        100,
+        Request::ChangeMembership(MembershipChange::AddLearner(4)),
+    );
+    assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+    let r = c.call(
+        l,
+        101,
+        Request::ChangeMembership(MembershipChange::AddVoter(4)),
+    );
+    assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+    for _ in 0..50 {
+        for n in c.nodes.values_mut() {
+            n.tick();
+        }
+        c.settle();
+    }
+    assert!(
+        c.nodes[&4].snapshot_counts().1 >= 1,
+        "node 4 joined without a snapshot"
+    );
+    assert_eq!(c.nodes[&4].status().voters, vec![1, 2, 3, 4]);
+    assert_eq!(value(&c.call(4, 102, get("k39"))), Some(&b"v"[..]));
+    let victim = (1..=3).find(|&i| i != l).unwrap();
+    let r = c.call(
+        l,
+        103,
+        Request::ChangeMembership(MembershipChange::Remove(victim)),
+    );
+    assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+    c.settle();
+    let voters = c.nodes[&l].status().voters;
+    assert!(!voters.contains(&victim) && voters.len() == 3, "{voters:?}");
+    // A follower is told where the leader is.
+    let r = c.call(
+        4,
+        104,
+        Request::ChangeMembership(MembershipChange::Remove(l)),
+    );
+    assert_eq!(r, Response::NotLeader { leader: Some(l) });
+}

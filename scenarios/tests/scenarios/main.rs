@@ -156,6 +156,11 @@ fn catalogue_coordinated_backup_under_partition() {
 }
 
 #[test]
+fn catalogue_restore_cluster_and_resume() {
+    assert_seeds("restore-cluster-and-resume", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
 fn catalogue_snapshot_install_under_load() {
     assert_seeds("snapshot-install-under-load", CATALOGUE_SEEDS, &[]);
 }

@@ -306,3 +306,29 @@ fn skip_sets_print_and_parse() {
     assert!(parse_ordinals("").unwrap().is_empty());
     assert!(parse_ordinals("1,x").is_err());
 }
+
+/// A run that panics (a broken Raft assertion) is reported without the scenario's
+/// world, yet still says how many faults it scheduled, so it can be shrunk too.
+/// Run with `cargo test -p ryu-scenarios --features planted-bugs shrink`.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn a_panicking_raft_failure_counts_its_faults_and_shrinks() {
+    let bug = "ack-append-before-durable";
+    let (opts, original) = (0..200)
+        .map(|seed| RunOptions::new(seed).with_bug(bug))
+        .map(|opts| {
+            let report = run("raft", &opts).unwrap();
+            (opts, report)
+        })
+        .find(|(_, r)| {
+            r.result
+                .as_ref()
+                .is_err_and(|f| f.message.starts_with("panicked"))
+        })
+        .expect("the planted bug trips a Raft assertion within 200 seeds");
+    assert!(original.faults > 0, "seed {}: no faults counted", opts.seed);
+    let result = shrink("raft", &opts).unwrap();
+    assert!(result.shrunk.result.is_err());
+    assert!(result.faults_after <= result.faults_before);
+    assert!(run("raft", &result.opts).unwrap().result.is_err());
+}
