@@ -28,7 +28,7 @@ use ryu_io::{Clock, Disk, DynDisk};
 use ryu_node::backups::CLUSTER_MANIFEST;
 use ryu_node::{
     BackupResult, BackupStrategy, BackupTarget, ClusterManifest, ClusterStatus, Consistency,
-    Envelope, Node, NodeError, NodeOptions, Request, Response,
+    Envelope, MembershipChange, Node, NodeError, NodeOptions, Request, Response,
 };
 use ryu_raft::{Config, DiskLogOptions, Index, LeaseRead, Role, Term};
 use ryu_sim::{
@@ -99,6 +99,10 @@ struct Shape {
     fail_leader_after_backup: bool,
     /// Nodes snapshot (a backup of themselves) and compact their log this often.
     compact_after_entries: u64,
+    /// Nodes beyond the bootstrap voters, added during the run.
+    spares: u64,
+    /// Membership changes (add a learner, promote it, remove a voter) during faults.
+    membership: bool,
 }
 
 /// The scenario catalogue: one world, shaped by a profile. `Mixed` draws everything
@@ -115,6 +119,7 @@ pub enum Profile {
     CoordinatedBackupUnderPartition,
     SnapshotInstallUnderLoad,
     RestoreClusterAndResume,
+    MembershipChangeDuringBackup,
 }
 
 impl Profile {
@@ -131,6 +136,7 @@ impl Profile {
             Profile::CoordinatedBackupUnderPartition => "coordinated-backup-under-partition",
             Profile::SnapshotInstallUnderLoad => "snapshot-install-under-load",
             Profile::RestoreClusterAndResume => "restore-cluster-and-resume",
+            Profile::MembershipChangeDuringBackup => "membership-change-during-backup",
         }
     }
 
@@ -205,6 +211,19 @@ impl Profile {
                 s.compact_after_entries = rng.between(5, 20);
                 s.think_ns_max = rng.between(1, 5) * 1_000_000;
             }
+            Profile::MembershipChangeDuringBackup => {
+                s.spares = rng.between(1, 2);
+                s.membership = true;
+                s.compact_after_entries = [0, 10, 30][rng.index(3)];
+                s.backups = true;
+                s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
+                s.backup_strategies = vec![
+                    BackupStrategy::Leader,
+                    BackupStrategy::Follower,
+                    BackupStrategy::Cluster { quorum_only: false },
+                    BackupStrategy::Cluster { quorum_only: true },
+                ];
+            }
             Profile::RestoreClusterAndResume => {
                 s.backups = true;
                 s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
@@ -267,6 +286,8 @@ impl Shape {
             heal_ms: (50, 3_000),
             fail_leader_after_backup: false,
             compact_after_entries: [0, 10, 30, 100][rng.index(4)],
+            spares: 0,
+            membership: false,
         }
     }
 }
@@ -284,6 +305,9 @@ struct SimNode {
     rng: SimRng,
     /// (applied index, digest of the engine's contents there), last computed.
     digest: Option<(Index, u64)>,
+    /// A spare is not started until it is added; a removed node stays down.
+    started: bool,
+    removed: bool,
 }
 
 #[derive(Debug)]
@@ -292,6 +316,8 @@ enum Ev {
     Backup,
     /// Crash or cut off whoever leads now (if a failure is allowed).
     FailLeader,
+    /// The operator changes the membership by one node.
+    Membership,
     /// Advance a node's backup jobs: (node, incarnation).
     BackupStep(u64, u64),
     Tick(u64),
@@ -409,6 +435,7 @@ struct World {
     cluster_failed: u64,
     /// Snapshot counters of node incarnations that crashed: (made, installed).
     snapshots_gone: (u64, u64),
+    membership_answers: u64,
 }
 
 impl World {
@@ -416,7 +443,7 @@ impl World {
         let mut rng = SimRng::new(opts.seed);
         let mut shape = Shape::draw(&mut rng);
         profile.adjust(&mut shape, &mut rng);
-        let ids: Vec<u64> = (1..=shape.voters).collect();
+        let ids: Vec<u64> = (1..=shape.voters + shape.spares).collect();
         let net = SimNetwork::new(rng.fork("net"), shape.net, &ids);
         let time = WorldTime::new();
         let mut nodes = BTreeMap::new();
@@ -441,6 +468,8 @@ impl World {
                     backup_step_scheduled: false,
                     rng: rng.fork("node"),
                     digest: None,
+                    started: id <= shape.voters,
+                    removed: false,
                 },
             );
         }
@@ -497,6 +526,7 @@ impl World {
             cluster_complete: 0,
             cluster_failed: 0,
             snapshots_gone: (0, 0),
+            membership_answers: 0,
         }
     }
 
@@ -514,9 +544,10 @@ impl World {
             .filter_map(|n| n.node.as_ref().map(Node::snapshot_counts))
             .fold(self.snapshots_gone, |a, b| (a.0 + b.0, a.1 + b.1));
         format!(
-            "voters={} clients={} lease={} drift<={}ppm loss={} dup={} reorder={}; ops ok={} unknown={} failed={} \
+            "sim={:.1}s voters={} clients={} lease={} drift<={}ppm loss={} dup={} reorder={}; ops ok={} unknown={} failed={} \
              applied={} leaders={} crashes={} net: sent={} lost={}; backups ok={} failed={} aborted={} cluster complete={} failed={}; \
              snapshots made={} installed={}",
+            self.now() as f64 / 1e9,
             s.voters,
             s.clients,
             s.lease,
@@ -612,6 +643,10 @@ impl World {
             self.queue
                 .schedule_in(self.shape.backup_interval_ns, Ev::Backup);
         }
+        if self.shape.membership {
+            let d = self.rng.between(200, 1_000) * 1_000_000;
+            self.queue.schedule_in(d, Ev::Membership);
+        }
         self.queue
             .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
         loop {
@@ -672,6 +707,13 @@ impl World {
                 }
             }
             Ev::BackupStep(id, inc) => self.backup_step(id, inc)?,
+            Ev::Membership => {
+                if self.faults_on {
+                    self.membership_change()?;
+                    let d = self.rng.between(200, 1_000) * 1_000_000;
+                    self.queue.schedule_in(d, Ev::Membership);
+                }
+            }
             Ev::FailLeader => {
                 if self.faults_on
                     && self.may_fail()
@@ -710,7 +752,7 @@ impl World {
         let now = self.now();
         let options = self.node_options(id);
         let n = self.nodes.get_mut(&id).expect("node exists");
-        if n.life != Lifecycle::Crashed {
+        if n.life != Lifecycle::Crashed || !n.started || n.removed {
             return Ok(());
         }
         let disk: DynDisk = Arc::new(n.disk.clone());
@@ -778,8 +820,10 @@ impl World {
             n.disk.crash();
         }
         self.net.drop_node_traffic(id);
-        let d = self.rng.between(10, 1000) * 1_000_000;
-        self.queue.schedule_in(d, Ev::Restart(id));
+        if !self.nodes[&id].removed {
+            let d = self.rng.between(10, 1000) * 1_000_000;
+            self.queue.schedule_in(d, Ev::Restart(id));
+        }
     }
 
     fn resume(&mut self, id: u64) -> Result<(), String> {
@@ -981,7 +1025,7 @@ impl World {
         let down = self
             .nodes
             .values()
-            .filter(|n| n.life != Lifecycle::Up)
+            .filter(|n| n.started && !n.removed && n.life != Lifecycle::Up)
             .count() as u64;
         down < f
     }
@@ -1102,11 +1146,25 @@ impl World {
     /// every client must finish its final reads.
     fn probe(&mut self) -> Result<bool, String> {
         if let Some((_, index)) = self.probe {
-            let all_applied = self.nodes.values().all(|n| {
-                n.node
-                    .as_ref()
-                    .is_some_and(|node| node.applied().index >= index)
-            });
+            // Members as the leader knows them: a removed node that never heard of
+            // its removal is not expected to follow.
+            let members: Vec<u64> = self
+                .leader()
+                .and_then(|l| self.nodes[&l].node.as_ref())
+                .map(|node| {
+                    let s = node.status();
+                    s.voters.into_iter().chain(s.learners).collect()
+                })
+                .unwrap_or_default();
+            let all_applied = !members.is_empty()
+                && self.nodes.iter().all(|(id, n)| {
+                    !n.started
+                        || n.removed
+                        || !members.contains(id)
+                        || n.node
+                            .as_ref()
+                            .is_some_and(|node| node.applied().index >= index)
+                });
             let clients_done = self.clients.values().all(|c| c.done);
             let backups_done = self.model.barriers.keys().all(|id| {
                 self.store
@@ -1291,6 +1349,23 @@ impl World {
             info.node
         );
         if info.client == ADMIN {
+            if let (
+                Request::ChangeMembership(MembershipChange::Remove(gone)),
+                Response::Committed { .. },
+            ) = (&info.request, &response)
+            {
+                // A removed member is shut down for good.
+                let gone = *gone;
+                self.nodes.get_mut(&gone).expect("node").removed = true;
+                if self.nodes[&gone].life != Lifecycle::Crashed {
+                    self.crash(gone, false, "removed from the cluster");
+                }
+                return Ok(());
+            }
+            if matches!(info.request, Request::ChangeMembership(_)) {
+                self.membership_answers += 1;
+                return Ok(());
+            }
             self.admin_answer(response);
             return Ok(());
         }
@@ -1456,6 +1531,64 @@ impl World {
     }
 
     // ---- backups ----------------------------------------------------------------------
+
+    /// The operator changes the membership: start a spare and add it as a learner,
+    /// promote a learner, or remove a voter (never below three, never the leader).
+    fn membership_change(&mut self) -> Result<(), String> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let status = self.nodes[&leader].node.as_ref().expect("up").status();
+        let spare = self
+            .nodes
+            .iter()
+            .find(|(_, n)| !n.started)
+            .map(|(id, _)| *id);
+        let change = if let Some(&learner) = status.learners.first() {
+            MembershipChange::AddVoter(learner)
+        } else if let Some(spare) = spare {
+            let n = self.nodes.get_mut(&spare).expect("node");
+            n.started = true;
+            trace_event!(
+                self.trace,
+                self.now(),
+                Some(spare),
+                "join",
+                "a new node starts empty"
+            );
+            self.start(spare)?;
+            MembershipChange::AddLearner(spare)
+        } else if status.voters.len() > 3 {
+            let candidates: Vec<u64> = status
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != leader)
+                .collect();
+            MembershipChange::Remove(candidates[self.rng.index(candidates.len())])
+        } else {
+            return Ok(());
+        };
+        let request = self.next_request;
+        self.next_request += 1;
+        trace_event!(
+            self.trace,
+            self.now(),
+            None,
+            "admin",
+            "#{request} -> n{leader}: {change:?}"
+        );
+        self.requests.insert(
+            request,
+            RequestInfo {
+                client: ADMIN,
+                node: leader,
+                request: Request::ChangeMembership(change),
+            },
+        );
+        self.queue.schedule_in(0, Ev::Arrive(leader, request));
+        Ok(())
+    }
 
     /// The operator asks for a leader, follower or cluster backup.
     fn admin_backup(&mut self) {

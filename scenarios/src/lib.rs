@@ -185,6 +185,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |o| cluster::run_profile(cluster::Profile::RestoreClusterAndResume, o),
     },
     Scenario {
+        name: "membership-change-during-backup",
+        about: "cluster catalogue: nodes join (by snapshot), are promoted and removed while every kind of backup runs",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::MembershipChangeDuringBackup, o),
+    },
+    Scenario {
         name: "raft",
         about: "3-7 Raft nodes on DiskLog/SimDisk with every fault: Raft safety after each event + liveness",
         bugs: raft::BUGS,

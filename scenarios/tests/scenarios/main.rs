@@ -161,6 +161,11 @@ fn catalogue_restore_cluster_and_resume() {
 }
 
 #[test]
+fn catalogue_membership_change_during_backup() {
+    assert_seeds("membership-change-during-backup", CATALOGUE_SEEDS, &[]);
+}
+
+#[test]
 fn catalogue_snapshot_install_under_load() {
     assert_seeds("snapshot-install-under-load", CATALOGUE_SEEDS, &[]);
 }
