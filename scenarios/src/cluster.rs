@@ -20,6 +20,7 @@
 //! - **liveness**: after faults heal, within a bounded simulated time every node has
 //!   applied a probe write, and the final reads complete.
 
+use crate::faults::{FaultCounter, draw_partition, restore_cuts, saved_cuts};
 use crate::history::{History, OpKind, Outcome};
 use crate::kv_model::KvModel;
 use crate::raft_checks::RaftChecker;
@@ -384,7 +385,7 @@ pub fn run_profile(profile: Profile, opts: &RunOptions) -> RunReport {
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
-        faults: 0,
+        faults: world.faults.scheduled(),
         summary: world.summary(),
         result: result.map_err(|message| Failure {
             message,
@@ -414,6 +415,9 @@ struct World {
     next_request: u64,
     history: History,
     faults_on: bool,
+    /// Numbers the faults `fault`, `persist_done` and `FailLeader` decide on (see
+    /// `crate::faults`).
+    faults: FaultCounter,
     raft_checker: RaftChecker,
     /// index -> term of the entry applied there, by anyone.
     applied: BTreeMap<Index, Term>,
@@ -509,6 +513,7 @@ impl World {
             next_request: 1,
             history: History::default(),
             faults_on: true,
+            faults: FaultCounter::default(),
             raft_checker: RaftChecker::default(),
             applied: BTreeMap::new(),
             digests: BTreeMap::new(),
@@ -721,16 +726,27 @@ impl World {
                 {
                     if self.rng.chance(Ratio::new(1, 2)) {
                         let power = self.rng.chance(self.shape.power_loss);
-                        self.crash(l, power, "leader failure after a backup request");
-                    } else {
-                        self.net.isolate(l);
-                        trace_event!(
-                            self.trace,
-                            self.now(),
-                            Some(l),
-                            "fault",
-                            "isolated after a backup request"
+                        let what = format!(
+                            "crash leader failure after a backup request power_loss={power}"
                         );
+                        if self.fault_enabled(Some(l), &what) {
+                            self.crash(l, power, "leader failure after a backup request");
+                        } else {
+                            self.draw_restart_delay_ns(l);
+                        }
+                    } else {
+                        let what = "fault isolated after a backup request";
+                        if self.fault_enabled(Some(l), what) {
+                            self.net.isolate(l);
+                            trace_event!(
+                                self.trace,
+                                self.now(),
+                                Some(l),
+                                "fault",
+                                "isolated after a backup request"
+                            );
+                        }
+                        // Scheduled for a skipped isolation too, as for partitions.
                         let d = self.rng.between(100, 1_500) * 1_000_000;
                         self.queue.schedule_in(d, Ev::Heal);
                     }
@@ -820,10 +836,33 @@ impl World {
             n.disk.crash();
         }
         self.net.drop_node_traffic(id);
-        if !self.nodes[&id].removed {
-            let d = self.rng.between(10, 1000) * 1_000_000;
+        if let Some(d) = self.draw_restart_delay_ns(id) {
             self.queue.schedule_in(d, Ev::Restart(id));
         }
+    }
+
+    /// How long a crashed node stays down (`None`: removed nodes stay down). A
+    /// skipped crash makes this draw too.
+    fn draw_restart_delay_ns(&mut self, id: u64) -> Option<u64> {
+        (!self.nodes[&id].removed).then(|| self.rng.between(10, 1000) * 1_000_000)
+    }
+
+    /// Number the fault just decided on. `false`: the run skips it (traced as such);
+    /// the caller still makes the fault's remaining draws.
+    fn fault_enabled(&mut self, node: Option<u64>, what: &str) -> bool {
+        let fault = self.faults.next(&self.opts);
+        if !fault.enabled {
+            let now = self.now();
+            trace_event!(
+                self.trace,
+                now,
+                node,
+                "fault-skipped",
+                "#{} {what}",
+                fault.ordinal
+            );
+        }
+        fault.enabled
     }
 
     fn resume(&mut self, id: u64) -> Result<(), String> {
@@ -944,8 +983,12 @@ impl World {
             return Ok(());
         }
         if self.faults_on && self.may_fail() && self.rng.chance(self.shape.crash_in_persist) {
-            self.crash(id, true, "power loss during persist");
-            return Ok(());
+            if self.fault_enabled(Some(id), "crash power loss during persist power_loss=true") {
+                self.crash(id, true, "power loss during persist");
+                return Ok(());
+            }
+            // Skipped: make the crash's draw, then persist as if no power was lost.
+            self.draw_restart_delay_ns(id);
         }
         self.catch_up_ticks(id);
         let n = self.nodes.get_mut(&id).expect("node");
@@ -1046,25 +1089,53 @@ impl World {
             0 if self.shape.crashes && may_fail => {
                 if let Some(id) = self.fault_target() {
                     let power = self.rng.chance(self.shape.power_loss);
-                    self.crash(id, power, "scheduled");
+                    let what = format!("crash scheduled power_loss={power}");
+                    if self.fault_enabled(Some(id), &what) {
+                        self.crash(id, power, "scheduled");
+                    } else {
+                        self.draw_restart_delay_ns(id);
+                    }
                 }
             }
             1 if self.shape.pauses && may_fail => {
                 if let Some(id) = self.fault_target() {
-                    trace_event!(self.trace, self.now(), Some(id), "pause", "");
-                    self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                    let enabled = self.fault_enabled(Some(id), "pause");
+                    // Drawn for a skipped pause too, to keep the random stream.
                     let d = self.rng.between(10, 2000) * 1_000_000;
-                    self.queue.schedule_in(d, Ev::Resume(id));
+                    if enabled {
+                        trace_event!(self.trace, self.now(), Some(id), "pause", "");
+                        self.nodes.get_mut(&id).expect("node").life = Lifecycle::Paused;
+                        self.queue.schedule_in(d, Ev::Resume(id));
+                    }
                 }
             }
             2 if self.shape.partitions => {
                 let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+                let fault = self.faults.next(&self.opts);
                 let what = if self.shape.one_way {
-                    self.one_way_cut(&nodes)
+                    let saved = saved_cuts(&self.net);
+                    let what = self.one_way_cut(&nodes);
+                    if !fault.enabled {
+                        restore_cuts(&mut self.net, saved);
+                    }
+                    what
                 } else {
-                    self.net.random_partition(&mut self.rng, &nodes)
+                    draw_partition(&mut self.net, &mut self.rng, &nodes, fault.enabled)
                 };
-                trace_event!(self.trace, self.now(), None, "fault", "{what}");
+                if fault.enabled {
+                    trace_event!(self.trace, self.now(), None, "fault", "{what}");
+                } else {
+                    trace_event!(
+                        self.trace,
+                        self.now(),
+                        None,
+                        "fault-skipped",
+                        "#{} fault {what}",
+                        fault.ordinal
+                    );
+                }
+                // Scheduled even for a skipped partition: a heal restores every link,
+                // and the original run healed here too.
                 let (lo, hi) = self.shape.heal_ms;
                 let d = self.rng.between(lo, hi) * 1_000_000;
                 self.queue.schedule_in(d, Ev::Heal);
