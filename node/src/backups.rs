@@ -620,6 +620,12 @@ impl Node {
             None => Err("this node has no backup store configured".to_string()),
             Some(dest) => self.start_job(Purpose::Barrier { id: id.clone() }, id.clone(), dest),
         };
+        if started.is_ok() && self.planted_backup_at_applied_index() {
+            // The planted bug believes it backed up the barrier: its report says so.
+            let run = self.jobs.last_mut().expect("just started");
+            run.index = record.index;
+            run.term = record.term;
+        }
         if let Err(reason) = started {
             self.set_own_report(Report {
                 backup_id: id,
@@ -726,7 +732,10 @@ impl Node {
         let from = report.node;
         // A barrier this node does not know yet is not finished: no acknowledgement.
         let finished = self.barriers.get(&id).is_some_and(|b| b.finished);
-        if let Some(b) = self.barriers.get_mut(&id) {
+        if let Some(b) = self.barriers.get_mut(&id)
+            && b.record.index == report.index
+            && b.record.term == report.term
+        {
             b.reports.insert(report.node, report);
         }
         if finished && from != self.id && self.raw.soft_state().role == Role::Leader {
@@ -784,6 +793,16 @@ impl Node {
 
     #[cfg(not(feature = "planted-bugs"))]
     fn planted_early_success(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn planted_backup_at_applied_index(&self) -> bool {
+        self.options.planted_bug == Some(crate::node::PlantedBug::BackupAtAppliedIndex)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn planted_backup_at_applied_index(&self) -> bool {
         false
     }
 
@@ -859,7 +878,8 @@ impl Node {
     /// leader, and the client learns so (it may read the cluster manifest later).
     pub(crate) fn release_cluster_waiters(&mut self) {
         for (id, request) in std::mem::take(&mut self.cluster_waiters) {
-            self.reply(request, Response::Unavailable {
+            // Not `Unavailable`: the barrier may have committed.
+            self.reply(request, Response::OutcomeUnknown {
                 reason: format!(
                     "leadership changed; cluster backup {id} is finished by the new leader if its barrier committed (see {id}/{CLUSTER_MANIFEST})"
                 ),

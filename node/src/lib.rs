@@ -79,5 +79,5 @@ pub use backups::{BackupTarget, ClusterManifest, ClusterStatus, Report};
 pub use command::{AppliedState, Command};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBug;
-pub use node::{CLUSTER_FILE, DB_DIR, Node, NodeError, NodeOptions, RAFT_DIR};
+pub use node::{CLUSTER_FILE, DB_DIR, MAX_COMMAND_BYTES, Node, NodeError, NodeOptions, RAFT_DIR};
 pub use snapshots::restore_cluster_node;

@@ -21,6 +21,11 @@ use crate::backups::{BackupTarget, Barrier, BarrierRecord, Running};
 use crate::command::{APPLIED_KEY, AppliedState, Command, KeyValue, SYSTEM_PREFIX};
 use crate::snapshots;
 
+/// The largest command (encoded) a node proposes. Cluster-wide, so that every
+/// replica can apply every committed entry: a node refuses to open with WAL segments
+/// too small to hold one.
+pub const MAX_COMMAND_BYTES: usize = 16 << 10;
+
 /// The Raft log's directory inside the node's directory.
 pub const RAFT_DIR: &str = "raft";
 /// The engine's directory inside the node's directory.
@@ -120,6 +125,8 @@ pub enum NodeError {
     Io(IoError),
     /// Durable state is inconsistent in a way recovery must not paper over.
     Corrupted(String),
+    /// The options are unusable; the text says which and why.
+    Config(String),
 }
 
 impl fmt::Display for NodeError {
@@ -130,6 +137,7 @@ impl fmt::Display for NodeError {
             NodeError::Raft(e) => write!(f, "raft: {e}"),
             NodeError::Io(e) => write!(f, "node I/O: {e}"),
             NodeError::Corrupted(what) => write!(f, "node state corrupted: {what}"),
+            NodeError::Config(what) => write!(f, "node options: {what}"),
         }
     }
 }
@@ -232,6 +240,13 @@ impl Node {
         options: NodeOptions,
         mut rng: ChaCha8Rng,
     ) -> Result<Node, NodeError> {
+        if options.engine.wal_segment_bytes < 4 * MAX_COMMAND_BYTES as u64 {
+            return Err(NodeError::Config(format!(
+                "engine WAL segments of {} bytes cannot hold a command of {MAX_COMMAND_BYTES} bytes with its applied state; use at least {}",
+                options.engine.wal_segment_bytes,
+                4 * MAX_COMMAND_BYTES
+            )));
+        }
         disk.create_dir_all(dir)?;
         let cluster_id = open_cluster_id(&disk, dir, options.cluster_id)?;
         let engine_dir = snapshots::engine_dir(&disk, dir)?;
@@ -386,6 +401,19 @@ impl Node {
             let w = self.reads.remove(&ctx).expect("present");
             self.reply(w.request, unavailable("read not confirmed in time"));
         }
+        // A confirmed read whose index this node does not reach (it was removed, or
+        // is cut off from the leader) gives up too; a read has no effect, so this
+        // answer is exact.
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(_, w)| now - w.issued_tick >= 4 * deadline);
+        self.confirmed_reads = waiting;
+        for (_, w) in late {
+            self.reply(
+                w.request,
+                unavailable("node did not catch up to the read index in time"),
+            );
+        }
         if self
             .ticks
             .is_multiple_of(self.options.report_every_ticks.max(1))
@@ -483,10 +511,23 @@ impl Node {
             checks,
             writes,
         };
-        match self.raw.propose(cmd.encode()) {
+        let bytes = cmd.encode();
+        if bytes.len() > MAX_COMMAND_BYTES {
+            self.reply(
+                request,
+                Response::Invalid {
+                    reason: format!(
+                        "a transaction of {} bytes exceeds the limit of {MAX_COMMAND_BYTES}",
+                        bytes.len()
+                    ),
+                },
+            );
+            return;
+        }
+        match self.raw.propose(bytes) {
             Ok(index) => {
                 let term = self.raw.hard_state().term;
-                self.writes.insert(index, WriteWaiter { request, term });
+                self.add_write_waiter(index, WriteWaiter { request, term });
             }
             Err(ryu_raft::Error::NotLeader { leader }) => self.reply(
                 request,
@@ -495,6 +536,17 @@ impl Node {
                 },
             ),
             Err(e) => self.reply(request, unavailable(&e.to_string())),
+        }
+    }
+
+    /// Remember a proposal. A waiter already at that index belongs to an entry of an
+    /// earlier term that this leader's log has since replaced: it can never commit.
+    fn add_write_waiter(&mut self, index: Index, waiter: WriteWaiter) {
+        if let Some(old) = self.writes.insert(index, waiter) {
+            self.reply(
+                old.request,
+                unavailable("entry overwritten by a new leader; the write was not applied"),
+            );
         }
     }
 
@@ -516,7 +568,7 @@ impl Node {
         {
             Ok(index) => {
                 let term = self.raw.hard_state().term;
-                self.writes.insert(index, WriteWaiter { request, term });
+                self.add_write_waiter(index, WriteWaiter { request, term });
             }
             Err(e) => self.reply(request, unavailable(&e.to_string())),
         }
@@ -690,15 +742,24 @@ impl Node {
                         quorum_only,
                         ..
                     }) => {
-                        let record = BarrierRecord {
-                            id: backup_id,
-                            index: e.index,
-                            term: e.term,
-                            quorum_only,
-                            voters: self.applied.conf.voters.iter().map(|n| n.0).collect(),
+                        let key = BarrierRecord::key(&backup_id);
+                        let known = match overlay.get(&key) {
+                            Some(v) => v.is_some(),
+                            None => snapshot.get(&key)?.is_some(),
                         };
-                        writes.push((BarrierRecord::key(&record.id), Some(record.encode())));
-                        barrier = Some(record);
+                        // A second barrier of one id (a retried request) or an id that
+                        // is not a valid backup id is ignored, identically everywhere.
+                        if !known && ryu_backup::BackupId::new(&backup_id).is_ok() {
+                            let record = BarrierRecord {
+                                id: backup_id,
+                                index: e.index,
+                                term: e.term,
+                                quorum_only,
+                                voters: self.applied.conf.voters.iter().map(|n| n.0).collect(),
+                            };
+                            writes.push((key, Some(record.encode())));
+                            barrier = Some(record);
+                        }
                     }
                     // Every replica decodes the same bytes the same way, so skipping
                     // keeps them equal; the proposer hears why.

@@ -437,6 +437,14 @@ pub fn restore_cluster_node(
     if let Some(parent) = node_dir.parent() {
         disk.sync_dir(parent)?;
     }
+    // The new cluster id first: a node that crashes half restored can never join
+    // the old cluster (its directory refuses to open without ENGINE, written last).
+    write_file_atomic(
+        disk,
+        node_dir,
+        crate::CLUSTER_FILE,
+        format!("{new_cluster_id:016x}\n").as_bytes(),
+    )?;
     let manifest = ryu_backup::verify(
         store,
         part_dir,
@@ -493,11 +501,5 @@ pub fn restore_cluster_node(
     })?;
     drop(log);
     write_file_atomic(disk, node_dir, ENGINE_FILE, engine_dir.as_bytes())?;
-    write_file_atomic(
-        disk,
-        node_dir,
-        crate::CLUSTER_FILE,
-        format!("{new_cluster_id:016x}\n").as_bytes(),
-    )?;
     Ok(state)
 }

@@ -46,8 +46,9 @@ impl KvModel {
                     self.writes.insert(index, writes);
                 }
             }
+            // A second barrier of one id is ignored, as the node does.
             Command::BackupBarrier { backup_id, .. } => {
-                self.barriers.insert(backup_id, index);
+                self.barriers.entry(backup_id).or_insert(index);
             }
         }
         Ok(())

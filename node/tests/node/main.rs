@@ -323,6 +323,18 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         value: vec![0; ryu_engine::MAX_VALUE_BYTES + 1],
     };
     assert!(matches!(c.call(l, 2, huge), Response::Invalid { .. }));
+    // A transaction bigger than any replica's WAL may hold is refused up front
+    // (committed, it would stop every replica that cannot apply it).
+    let big = Request::Txn {
+        reads: vec![],
+        writes: (0..6)
+            .map(|i| (format!("k{i}").into_bytes(), Some(vec![7; 3000])))
+            .collect(),
+    };
+    match c.call(l, 5, big) {
+        Response::Invalid { reason } => assert!(reason.contains("exceeds"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
     let empty_txn = Request::Txn {
         reads: vec![],
         writes: vec![],
