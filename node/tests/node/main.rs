@@ -423,6 +423,21 @@ fn restored(c: &Cluster, dest: &str, id: &str) -> (u64, Pairs) {
     (applied.index, keys)
 }
 
+/// Ask `node` for a cluster backup and return its manifest (complete or failed).
+fn cluster_backup(
+    c: &mut Cluster,
+    node: u64,
+    request: u64,
+    id: &str,
+    quorum_only: bool,
+) -> Box<ryu_node::ClusterManifest> {
+    let strategy = ryu_node::BackupStrategy::Cluster { quorum_only };
+    match c.call(node, request, backup(id, strategy)) {
+        Response::ClusterBackupDone(m) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn backup(id: &str, strategy: ryu_node::BackupStrategy) -> Request {
     Request::Backup {
         id: id.to_string(),
@@ -514,20 +529,13 @@ fn a_follower_backup_aborts_cleanly_when_the_follower_changes_role() {
 
 #[test]
 fn a_cluster_backup_backs_every_node_up_at_the_barrier_with_equal_digests() {
-    use ryu_node::{BackupStrategy, ClusterStatus};
+    use ryu_node::ClusterStatus;
     let mut c = Cluster::new(3);
     let l = c.tick_until_leader();
     for i in 0..25 {
         c.call(l, i, put(&format!("k{i:02}"), "v"));
     }
-    let r = c.call(
-        l,
-        100,
-        backup("cb", BackupStrategy::Cluster { quorum_only: false }),
-    );
-    let Response::ClusterBackupDone(m) = r else {
-        panic!("{r:?}")
-    };
+    let m = cluster_backup(&mut c, l, 100, "cb", false);
     assert_eq!(m.status, ClusterStatus::Complete, "{m:?}");
     assert_eq!(m.nodes.len(), 3);
     let digests: Vec<_> = m.nodes.iter().map(|n| n.digest.clone().unwrap()).collect();
@@ -632,20 +640,13 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
 
 #[test]
 fn a_whole_cluster_restores_from_a_cluster_backup_under_a_new_cluster_id() {
-    use ryu_node::{BackupStrategy, ClusterStatus};
+    use ryu_node::ClusterStatus;
     let mut c = Cluster::new(3);
     let l = c.tick_until_leader();
     for i in 0..10 {
         c.call(l, i, put(&format!("k{i}"), "before"));
     }
-    let r = c.call(
-        l,
-        100,
-        backup("cb", BackupStrategy::Cluster { quorum_only: false }),
-    );
-    let Response::ClusterBackupDone(m) = r else {
-        panic!("{r:?}")
-    };
+    let m = cluster_backup(&mut c, l, 100, "cb", false);
     assert_eq!(m.status, ClusterStatus::Complete);
     for i in 0..10 {
         c.call(l, 200 + i, put(&format!("k{i}"), "after"));
