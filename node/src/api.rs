@@ -1,9 +1,10 @@
 //! What clients ask a node and what it answers, and what nodes send each other.
 
 use ryu_raft::{Index, Message, Role, Term};
+use serde::{Deserialize, Serialize};
 
 /// How fresh a read must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Consistency {
     /// Linearizable: the node confirms with the leader (ReadIndex, or the leader's
     /// lease when configured) and waits until it has applied that far.
@@ -13,7 +14,7 @@ pub enum Consistency {
 }
 
 /// A client request. Keys starting with byte `0xff` are reserved for the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Get {
         key: Vec<u8>,
@@ -62,7 +63,7 @@ pub enum Request {
 }
 
 /// One membership change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
     AddVoter(u64),
     AddLearner(u64),
@@ -70,7 +71,7 @@ pub enum MembershipChange {
 }
 
 /// Which node backs up what (see [`crate::backups`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackupStrategy {
     /// Sent to the leader: it backs up its own applied state.
     Leader,
@@ -81,7 +82,7 @@ pub enum BackupStrategy {
 }
 
 /// A finished leader or follower backup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupResult {
     pub id: String,
     pub strategy: BackupStrategy,
@@ -110,7 +111,7 @@ impl Request {
 }
 
 /// A node's answer. Every request gets exactly one, unless the node crashes first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// A read's result, as of applied index `index`.
     Value {
@@ -162,7 +163,7 @@ pub enum Response {
 }
 
 /// A node's view of itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub id: u64,
     pub cluster_id: u64,
@@ -178,7 +179,7 @@ pub struct Status {
 /// What one node sends another. `cluster` is the sender's cluster id: a node drops
 /// anything from another cluster (a restored cluster has a new id, so it can never
 /// talk to the one it was restored from).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub cluster: u64,
     pub from: u64,
@@ -186,7 +187,7 @@ pub struct Envelope {
     pub payload: Payload,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     Raft(Message),
     /// A node's part of a cluster backup, to the leader.

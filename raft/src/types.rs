@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A Raft term (§5.1): a logical clock that only ever increases on one node.
 pub type Term = u64;
 
@@ -12,7 +14,9 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// Identifies one member of the cluster. Id 0 is reserved for "nobody".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {
@@ -23,7 +27,7 @@ impl fmt::Display for NodeId {
 
 /// What an entry means to the core. The payload of `Normal` entries is opaque; the
 /// payload of `ConfChange` entries is an encoded [`ConfChange`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     /// Application data, opaque to Raft.
     Normal,
@@ -36,7 +40,7 @@ pub enum EntryKind {
 }
 
 /// One log entry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
@@ -82,7 +86,7 @@ pub struct HardState {
 /// Cluster membership as of some log index. During joint consensus (§6 of the Raft
 /// paper, thesis §4.3) `voters_outgoing` is the old configuration and a decision
 /// needs a majority of both.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConfState {
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
@@ -111,7 +115,7 @@ impl ConfState {
 
 /// Identifies a snapshot: the state machine after applying every entry up to and
 /// including `index` (whose term is `term`), with membership `conf_state`.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub index: Index,
     pub term: Term,
@@ -206,7 +210,7 @@ impl fmt::Display for ConfChange {
 }
 
 /// A role of a node (Figure 4, plus the pre-candidate of thesis §9.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Follower,
     PreCandidate,
@@ -233,7 +237,7 @@ pub struct ReadState {
 /// bytes produced and consumed by the application. A chunk with empty `data`, offset
 /// 0 and `done == false` is an offer: the receiver answers with the offset it already
 /// holds, so an interrupted transfer resumes where it stopped.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     pub meta: SnapshotMeta,
     pub offset: u64,
@@ -277,7 +281,7 @@ pub struct ReceivedChunk {
 /// Why a follower rejected an append, so the leader can skip a whole conflicting
 /// term in one round trip (§5.3, "fast backtracking"): the follower's entry at
 /// `index` has `term`, and is the last one that could still match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectHint {
     pub index: Index,
     pub term: Term,
@@ -285,7 +289,7 @@ pub struct RejectHint {
 
 /// One message between nodes. `term` is the sender's term (§5.1) except for
 /// pre-votes, which carry the term the sender would campaign in.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -293,7 +297,7 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
     /// Thesis §9.6: would you vote for me? Changes no state on the receiver.
     PreVote {
