@@ -14,7 +14,10 @@
 //! (closed loop); all connections go to the leader (ryu, etcd) so both replicate
 //! the same way. Each cell runs `--secs` seconds `--reps` times; the table shows the
 //! median of the runs. etcd is driven through its v3 JSON gateway (HTTP/1.1
-//! keep-alive), which adds a little JSON cost on etcd's side.
+//! keep-alive), which adds a little JSON cost on etcd's side. The backup rows
+//! preload 100,000 keys and run `BACKUP CLUSTER` again and again during the whole
+//! measurement, each node's job capped at `--backup-rate-mib` (default 32; 0 for
+//! unlimited).
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark drives real processes, sockets, files and clocks
 
@@ -310,7 +313,7 @@ async fn resp_call(addr: &str, args: &[&[u8]]) -> std::io::Result<String> {
     Ok(first.trim_end().to_string())
 }
 
-async fn start_ryu(bin: &Path, dir: &Path) -> Ryu {
+async fn start_ryu(bin: &Path, dir: &Path, backup_rate_mib: u64) -> Ryu {
     let ports: Vec<[u16; 3]> = (0..3)
         .map(|_| [free_port(), free_port(), free_port()])
         .collect();
@@ -334,6 +337,7 @@ async fn start_ryu(bin: &Path, dir: &Path) -> Ryu {
                 .args(["--http-addr", &format!("127.0.0.1:{}", p[2])])
                 .args(["--initial-cluster", &cluster])
                 .args(["--secret", "bench-secret"])
+                .args(["--backup-rate-mib", &backup_rate_mib.to_string()])
                 .env("RUST_LOG", "warn"),
             &dir.join(format!("n{id}.log")),
         ));
@@ -518,6 +522,7 @@ async fn main() {
     };
     let secs = get("--secs", if quick { 2.0 } else { 5.0 });
     let reps = get("--reps", if quick { 1.0 } else { 3.0 }) as usize;
+    let backup_rate_mib = get("--backup-rate-mib", 32.0) as u64;
     let conns = [1usize, 16, 64];
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_ryu"));
     let root = tempfile::tempdir().expect("tempdir");
@@ -529,7 +534,7 @@ async fn main() {
     // ryu
     let ryu_dir = root.path().join("ryu");
     std::fs::create_dir_all(&ryu_dir).expect("dir");
-    let ryu = start_ryu(&bin, &ryu_dir).await;
+    let ryu = start_ryu(&bin, &ryu_dir, backup_rate_mib).await;
     let leader = ryu_leader(&ryu).await;
     let ryu_t = Target::Resp(leader.clone());
     let mut ryu_cells = Vec::new();
@@ -641,7 +646,7 @@ async fn main() {
         base.p99_ms
     );
     println!(
-        "| cluster backups back to back ({backups_done} complete, {backups_failed} failed) | {} | {:.2} ms | {:.2} ms |",
+        "| cluster backups back to back, each job at most {backup_rate_mib} MiB/s ({backups_done} complete, {backups_failed} failed) | {} | {:.2} ms | {:.2} ms |",
         fmt_ops(during.ops),
         during.p50_ms,
         during.p99_ms

@@ -11,6 +11,7 @@
 //! peers = "4=127.0.0.1:7410"      # nodes added later, to dial
 //! secret = "a long random string" # the same on every node
 //! password = "for AUTH"           # optional
+//! backup_rate_mib = 64            # cap each backup's read rate (0: unlimited)
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +45,9 @@ pub struct ServeConfig {
     pub password: Option<String>,
     /// The Raft tick, milliseconds (elections after 10 to 20 ticks).
     pub tick_ms: u64,
+    /// Cap each backup job's read rate, MiB/s (0: unlimited), so backups leave
+    /// disk bandwidth to commits.
+    pub backup_rate_mib: u64,
 }
 
 impl Default for ServeConfig {
@@ -60,6 +64,7 @@ impl Default for ServeConfig {
             secret: String::new(),
             password: None,
             tick_ms: 100,
+            backup_rate_mib: 0,
         }
     }
 }

@@ -79,6 +79,9 @@ struct ServeArgs {
     password: Option<String>,
     #[arg(long)]
     tick_ms: Option<u64>,
+    /// Cap each backup job's read rate in MiB/s (0: unlimited).
+    #[arg(long)]
+    backup_rate_mib: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +187,8 @@ fn serve(a: ServeArgs) -> CliResult {
         initial_cluster,
         peers,
         secret,
-        tick_ms
+        tick_ms,
+        backup_rate_mib
     );
     if a.password.is_some() {
         c.password = a.password;

@@ -325,6 +325,103 @@ impl Running {
         }
         Ok(self.scan_done)
     }
+
+    /// Copy up to `budget_bytes` and advance the digest scan; the outcome (the
+    /// digest, or why the job failed) once the job has finished.
+    fn advance(&mut self, budget_bytes: u64) -> Option<Result<u64, String>> {
+        match self.scan_step() {
+            Err(e) => Some(Err(format!("digest scan: {e}"))),
+            Ok(_) => match self.job.step(budget_bytes) {
+                Err(e) => Some(Err(e.to_string())),
+                Ok(Step::Done(_)) => {
+                    // The copy is final; finish the digest in one go.
+                    let r = loop {
+                        match self.scan_step() {
+                            Ok(true) => break Ok(self.digest),
+                            Ok(false) => {}
+                            Err(e) => break Err(format!("digest scan: {e}")),
+                        }
+                    };
+                    Some(r)
+                }
+                Ok(_) => None,
+            },
+        }
+    }
+}
+
+/// A follower backup is valid only while its node stays a follower of the same term
+/// (a follower cannot change role within a term without campaigning): why it must
+/// abort, if it must.
+fn follower_abort(purpose: &Purpose, node: u64, role_now: Role, term_now: Term) -> Option<String> {
+    match *purpose {
+        Purpose::Single {
+            strategy: BackupStrategy::Follower,
+            role,
+            term,
+            ..
+        } if role_now != role || term_now != term => Some(format!(
+            "aborted: node {node} changed from {role:?} of term {term} to {role_now:?} of term {term_now} during the backup"
+        )),
+        _ => None,
+    }
+}
+
+/// A backup job handed to a driver thread (production): the copying and the digest
+/// scan run off the node thread, which only starts and finishes jobs. Obtained from
+/// [`Node::take_backup_work`], stepped with [`BackupWork::step`] until it yields an
+/// outcome, and returned with [`Node::finish_backup_work`]. The simulator keeps
+/// jobs on the node and calls [`Node::step_backups`] instead; both run the same
+/// steps.
+pub struct BackupWork {
+    seq: u64,
+    run: Running,
+}
+
+impl std::fmt::Debug for BackupWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupWork")
+            .field("seq", &self.seq)
+            .field("id", &self.run.id)
+            .field("index", &self.run.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupWork {
+    /// Copy up to `budget_bytes`; `Some(outcome)` once the job has finished (the
+    /// state digest, or why it failed).
+    pub fn step(&mut self, budget_bytes: u64) -> Option<Result<u64, String>> {
+        self.run.advance(budget_bytes)
+    }
+
+    /// The backup's id.
+    pub fn id(&self) -> &str {
+        &self.run.id
+    }
+
+    /// Bytes copied so far and the total to copy.
+    pub fn progress(&self) -> (u64, u64) {
+        let p = self.run.job.progress();
+        (p.bytes_done, p.bytes_total)
+    }
+}
+
+/// What the node remembers of a job a driver thread holds: enough to answer for it
+/// if the job must be abandoned before it comes back.
+#[derive(Debug)]
+pub(crate) struct OutJob {
+    request: Option<u64>,
+    barrier: Option<String>,
+    snapshot: bool,
+    index: Index,
+    term: Term,
+}
+
+impl OutJob {
+    pub(crate) fn is_snapshot(&self) -> bool {
+        self.snapshot
+    }
 }
 
 fn hex(d: u64) -> String {
@@ -432,6 +529,7 @@ impl Node {
                 raft_index: index,
                 raft_term: term,
             }),
+            max_bytes_per_sec: self.options.backup_max_bytes_per_sec,
             ..Default::default()
         };
         let txn = self.db.begin_read();
@@ -443,7 +541,8 @@ impl Node {
         Ok(())
     }
 
-    /// Whether any backup job is running (the driver calls [`Node::step_backups`]).
+    /// Whether any backup job is waiting to be stepped (the driver calls
+    /// [`Node::step_backups`], or takes them with [`Node::take_backup_work`]).
     pub fn has_backup_work(&self) -> bool {
         !self.jobs.is_empty()
     }
@@ -458,43 +557,14 @@ impl Node {
             let run = &mut self.jobs[i];
             // A follower backup is valid only while the node stays a follower of the
             // same term: abort cleanly, and say why.
-            if let Purpose::Single {
-                strategy: BackupStrategy::Follower,
-                role,
-                term: t,
-                ..
-            } = run.purpose
-                && (soft.role != role || term != t)
-            {
+            if let Some(reason) = follower_abort(&run.purpose, self.id, soft.role, term) {
                 let run = self.jobs.remove(i);
-                let reason = format!(
-                    "aborted: node {} changed from {role:?} of term {t} to {:?} of term {term} during the backup",
-                    self.id, soft.role
-                );
                 let (job, info) = run.split();
                 let _ = job.abort();
                 self.finish_job(info, Err(reason))?;
                 continue;
             }
-            let outcome = match run.scan_step() {
-                Err(e) => Some(Err(format!("digest scan: {e}"))),
-                Ok(_) => match run.job.step(budget_bytes) {
-                    Err(e) => Some(Err(e.to_string())),
-                    Ok(Step::Done(_)) => {
-                        // The copy is final; finish the digest in one go.
-                        let r = loop {
-                            match run.scan_step() {
-                                Ok(true) => break Ok(run.digest),
-                                Ok(false) => {}
-                                Err(e) => break Err(format!("digest scan: {e}")),
-                            }
-                        };
-                        Some(r)
-                    }
-                    Ok(_) => None,
-                },
-            };
-            match outcome {
+            match run.advance(budget_bytes) {
                 None => i += 1,
                 Some(result) => {
                     let (_, info) = self.jobs.remove(i).split();
@@ -505,8 +575,76 @@ impl Node {
         Ok(())
     }
 
+    /// Hand every running job to the caller, to be stepped off the node thread (see
+    /// [`BackupWork`]). The node answers for them if it must abandon them meanwhile.
+    pub fn take_backup_work(&mut self) -> Vec<BackupWork> {
+        let mut out = Vec::new();
+        for run in std::mem::take(&mut self.jobs) {
+            self.next_job_seq += 1;
+            let seq = self.next_job_seq;
+            let (request, barrier, snapshot) = match &run.purpose {
+                Purpose::Single { request, .. } => (Some(*request), None, false),
+                Purpose::Barrier { id } => (None, Some(id.clone()), false),
+                Purpose::Snapshot => (None, None, true),
+            };
+            self.jobs_out.insert(
+                seq,
+                OutJob {
+                    request,
+                    barrier,
+                    snapshot,
+                    index: run.index,
+                    term: run.term,
+                },
+            );
+            out.push(BackupWork { seq, run });
+        }
+        out
+    }
+
+    /// A job taken with [`Node::take_backup_work`] finished with `outcome`: report
+    /// it as [`Node::step_backups`] would have. A follower backup whose node changed
+    /// role or term meanwhile is failed instead. An error means the node must be
+    /// reopened (a snapshot could not be made durable).
+    pub fn finish_backup_work(
+        &mut self,
+        work: BackupWork,
+        outcome: Result<u64, String>,
+    ) -> Result<(), crate::NodeError> {
+        let BackupWork { seq, run } = work;
+        if self.jobs_out.remove(&seq).is_none() {
+            // Abandoned while it ran (the engine was replaced): already answered.
+            let _ = run.job.abort();
+            return Ok(());
+        }
+        let soft = self.raw.soft_state();
+        let term = self.raw.hard_state().term;
+        let outcome = match follower_abort(&run.purpose, self.id, soft.role, term) {
+            Some(reason) => Err(reason),
+            None => outcome,
+        };
+        let (_, info) = run.split();
+        self.finish_job(info, outcome)
+    }
+
     /// End every running job (the engine under them is being replaced).
     pub(crate) fn abort_jobs(&mut self, why: &str) {
+        // Jobs a driver thread holds are abandoned: answered now, their results
+        // dropped when they come back.
+        for (_, out) in std::mem::take(&mut self.jobs_out) {
+            let reason = format!("aborted: {why}");
+            if let Some(request) = out.request {
+                self.reply(request, Response::BackupFailed { reason });
+            } else if let Some(id) = out.barrier {
+                self.set_own_report(Report {
+                    backup_id: id,
+                    node: self.id,
+                    index: out.index,
+                    term: out.term,
+                    result: Err(reason),
+                });
+            }
+        }
         for run in std::mem::take(&mut self.jobs) {
             let _ = run.job.abort();
             let reason = format!("aborted: {why}");

@@ -75,7 +75,7 @@ pub use api::{
     BackupResult, BackupStrategy, Consistency, Envelope, MembershipChange, Output, Payload,
     Request, Response, Status,
 };
-pub use backups::{BackupTarget, ClusterManifest, ClusterStatus, Report};
+pub use backups::{BackupTarget, BackupWork, ClusterManifest, ClusterStatus, Report};
 pub use command::{AppliedState, Command};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBug;

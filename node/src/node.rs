@@ -82,6 +82,10 @@ pub struct NodeOptions {
     pub read_timeout_ticks: u64,
     /// Where backups go; `None` refuses backup requests.
     pub backup: Option<BackupTarget>,
+    /// Cap each backup job's average read rate (bytes per second of the backup
+    /// target's clock); `None`: as fast as the disk allows. Raft snapshots are never
+    /// throttled (a lagging follower waits for them).
+    pub backup_max_bytes_per_sec: Option<u64>,
     /// A coordinator fails a cluster backup whose reports have not all arrived
     /// after this many ticks of its leadership.
     pub backup_timeout_ticks: u64,
@@ -105,6 +109,7 @@ impl NodeOptions {
             log: DiskLogOptions::default(),
             read_timeout_ticks: 30,
             backup: None,
+            backup_max_bytes_per_sec: None,
             backup_timeout_ticks: 600,
             report_every_ticks: 10,
             compact_after_entries: 10_000,
@@ -209,6 +214,10 @@ pub struct Node {
     pending: Option<Ready>,
     pub(crate) out: Output,
     pub(crate) jobs: Vec<Running>,
+    /// Jobs a driver thread is running (see [`crate::backups::BackupWork`]), by
+    /// sequence number.
+    pub(crate) jobs_out: BTreeMap<u64, crate::backups::OutJob>,
+    pub(crate) next_job_seq: u64,
     pub(crate) barriers: BTreeMap<String, Barrier>,
     /// Cluster backups requested here: backup id -> request id.
     pub(crate) cluster_waiters: BTreeMap<String, u64>,
@@ -317,6 +326,8 @@ impl Node {
             pending: None,
             out: Output::default(),
             jobs: Vec::new(),
+            jobs_out: BTreeMap::new(),
+            next_job_seq: 0,
             barriers: BTreeMap::new(),
             cluster_waiters: BTreeMap::new(),
             engine_dir,

@@ -161,6 +161,7 @@ impl Node {
                 .jobs
                 .iter()
                 .any(|j| matches!(j.purpose, Purpose::Snapshot))
+            || self.jobs_out.values().any(|j| j.is_snapshot())
         {
             return;
         }

@@ -10,9 +10,10 @@
 //!    the writes that arrived while the previous batch was being synced go into the
 //!    next batch, and share its one `fsync`);
 //! 3. catch up ticks (the Raft clock: elections, heartbeats, timeouts);
-//! 4. advance running backup jobs by a bounded number of bytes (the cooperative
-//!    steps the simulator interleaves the same way), so a backup never stalls
-//!    clients for long;
+//! 4. hand newly started backup jobs to the backup thread, which runs their
+//!    cooperative steps (the same steps the simulator interleaves with everything
+//!    else) and hands each job back when it is done, so copying never stalls the
+//!    node thread; the node only starts and finishes jobs;
 //! 5. run the Ready cycle: messages that may leave before the batch is durable go
 //!    out first (a leader replicates while it syncs), then the batch is made
 //!    durable, then what had to wait for durability goes out and clients are
@@ -31,7 +32,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use ryu_io::DynDisk;
-use ryu_node::{Envelope, Node, NodeError, NodeOptions, Request, Response};
+use ryu_node::{BackupWork, Envelope, Node, NodeError, NodeOptions, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -46,6 +47,12 @@ pub enum Input {
     Client {
         request: Request,
         reply: oneshot::Sender<Response>,
+    },
+    /// A backup job the worker thread finished.
+    BackupDone {
+        work: Box<BackupWork>,
+        outcome: Result<u64, String>,
+        incarnation: u64,
     },
     /// Finish the current turn and stop (SIGTERM). Everything acknowledged is
     /// already durable; waiting clients get no answer.
@@ -129,10 +136,19 @@ pub fn start(
     let cluster_id = node.cluster_id();
     metrics.observe(&node);
     let (tx, rx) = mpsc::channel(4096);
+    let (work_tx, work_rx) = std::sync::mpsc::channel();
+    let done_tx = tx.clone();
+    let worker_metrics = metrics.clone();
+    let step_bytes = opts.backup_step_bytes;
+    #[allow(clippy::disallowed_methods)] // the production shell owns its threads
+    std::thread::Builder::new()
+        .name("ryu-backup".into())
+        .spawn(move || backup_worker(work_rx, done_tx, step_bytes, worker_metrics))
+        .map_err(|e| NodeError::Config(format!("cannot start the backup thread: {e}")))?;
     #[allow(clippy::disallowed_methods)] // the production shell owns its threads
     let join = std::thread::Builder::new()
         .name("ryu-node".into())
-        .spawn(move || run(node, opts, rx, outbox, metrics))
+        .spawn(move || run(node, opts, rx, work_tx, outbox, metrics))
         .map_err(|e| NodeError::Config(format!("cannot start the node thread: {e}")))?;
     Ok((CoreHandle { tx }, join, cluster_id))
 }
@@ -151,10 +167,66 @@ struct Waiter {
     write: bool,
 }
 
+/// The backup thread: steps every job it holds, round robin, and hands each back
+/// to the node thread when it is done. Ends when the node thread is gone.
+fn backup_worker(
+    jobs: std::sync::mpsc::Receiver<(BackupWork, u64)>,
+    done: mpsc::Sender<Input>,
+    step_bytes: u64,
+    metrics: Arc<Metrics>,
+) {
+    let mut active: Vec<(BackupWork, u64)> = Vec::new();
+    loop {
+        // Wait for work when idle; otherwise pick up new jobs between steps.
+        if active.is_empty() {
+            match jobs.recv() {
+                Ok(j) => active.push(j),
+                Err(_) => return,
+            }
+        }
+        while let Ok(j) = jobs.try_recv() {
+            active.push(j);
+        }
+        let before: u64 = active.iter().map(|(w, _)| w.progress().0).sum();
+        let mut i = 0;
+        while i < active.len() {
+            match active[i].0.step(step_bytes) {
+                None => i += 1,
+                Some(outcome) => {
+                    let (work, incarnation) = active.swap_remove(i);
+                    if outcome.is_err() {
+                        tracing::warn!(id = work.id(), error = ?outcome, "backup job failed");
+                    }
+                    let input = Input::BackupDone {
+                        work: Box::new(work),
+                        outcome,
+                        incarnation,
+                    };
+                    if done.blocking_send(input).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let (mut bytes_done, mut bytes_total) = (0, 0);
+        for (w, _) in &active {
+            let (d, t) = w.progress();
+            bytes_done += d;
+            bytes_total += t;
+        }
+        metrics.backup_progress(active.len() as u64, bytes_done, bytes_total);
+        if !active.is_empty() && bytes_done == before {
+            // Every job is held back by its rate limit: wait instead of spinning.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 fn run(
     node: Node,
     opts: CoreOptions,
     mut rx: mpsc::Receiver<Input>,
+    backups: std::sync::mpsc::Sender<(BackupWork, u64)>,
     outbox: Arc<dyn Outbox>,
     metrics: Arc<Metrics>,
 ) {
@@ -191,20 +263,15 @@ fn run(
                             });
                         }
                         Input::Shutdown => return,
-                        Input::Peer(_) => {}
+                        Input::Peer(_) | Input::BackupDone { .. } => {}
                     }
                 }
                 continue;
             };
-            let busy = n.has_backup_work();
-            let first = if busy {
-                rx.try_recv().ok()
-            } else {
-                match tokio::time::timeout_at(next_tick, rx.recv()).await {
-                    Ok(Some(i)) => Some(i),
-                    Ok(None) => break, // every handle dropped: shut down
-                    Err(_) => None,
-                }
+            let first = match tokio::time::timeout_at(next_tick, rx.recv()).await {
+                Ok(Some(i)) => Some(i),
+                Ok(None) => break, // every handle dropped: shut down
+                Err(_) => None,
             };
             let mut inputs: Vec<Input> = first.into_iter().collect();
             while inputs.len() < 4096 {
@@ -214,9 +281,21 @@ fn run(
                 }
             }
             let mut stop = false;
+            let mut result = Ok(());
             for input in inputs {
                 match input {
                     Input::Shutdown => stop = true,
+                    Input::BackupDone {
+                        work,
+                        outcome,
+                        incarnation: inc,
+                    } => {
+                        // A job of an earlier incarnation is dropped: the node that
+                        // started it is gone, and so is everyone waiting for it.
+                        if inc == incarnation && result.is_ok() {
+                            result = n.finish_backup_work(*work, outcome);
+                        }
+                    }
                     Input::Peer(env) => n.step(env),
                     Input::Client { request, reply } => {
                         let id = next_request;
@@ -238,12 +317,11 @@ fn run(
                 n.tick();
                 next_tick += opts.tick;
             }
-            let mut result = Ok(());
-            if busy {
-                result = n.step_backups(opts.backup_step_bytes);
-            }
             if result.is_ok() {
                 result = ready(n, &*outbox, &mut waiters, &metrics);
+            }
+            for work in n.take_backup_work() {
+                let _ = backups.send((work, incarnation));
             }
             metrics.observe(n);
             if stop && result.is_ok() {

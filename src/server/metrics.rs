@@ -18,6 +18,8 @@ pub struct Metrics {
     commit_latency_us: Mutex<Histogram<u64>>,
     healthy: AtomicBool,
     backup_running: AtomicU64,
+    backup_bytes_done: AtomicU64,
+    backup_bytes_total: AtomicU64,
     snapshots_made: AtomicU64,
     snapshots_installed: AtomicU64,
     foreign_dropped: AtomicU64,
@@ -41,6 +43,8 @@ impl Default for Metrics {
             ),
             healthy: AtomicBool::new(true),
             backup_running: AtomicU64::new(0),
+            backup_bytes_done: AtomicU64::new(0),
+            backup_bytes_total: AtomicU64::new(0),
             snapshots_made: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             foreign_dropped: AtomicU64::new(0),
@@ -65,13 +69,18 @@ impl Metrics {
     /// Called by the node thread after every turn.
     pub fn observe(&self, node: &Node) {
         *self.status.lock().expect("metrics lock") = Some(node.status());
-        self.backup_running
-            .store(u64::from(node.has_backup_work()), Ordering::Relaxed);
         let (made, installed) = node.snapshot_counts();
         self.snapshots_made.store(made, Ordering::Relaxed);
         self.snapshots_installed.store(installed, Ordering::Relaxed);
         self.foreign_dropped
             .store(node.foreign_messages_dropped(), Ordering::Relaxed);
+    }
+
+    /// Called by the backup thread: jobs running, bytes copied and to copy.
+    pub fn backup_progress(&self, jobs: u64, done: u64, total: u64) {
+        self.backup_running.store(jobs, Ordering::Relaxed);
+        self.backup_bytes_done.store(done, Ordering::Relaxed);
+        self.backup_bytes_total.store(total, Ordering::Relaxed);
     }
 
     pub fn status(&self) -> Option<Status> {
@@ -172,9 +181,19 @@ impl Metrics {
             u64::from(self.healthy.load(Ordering::Relaxed)),
         );
         gauge(
-            "ryu_backup_running",
-            "1 while a backup job runs on this node.",
+            "ryu_backup_jobs_running",
+            "Backup jobs (backups and Raft snapshots) copying on this node.",
             self.backup_running.load(Ordering::Relaxed),
+        );
+        gauge(
+            "ryu_backup_bytes_done",
+            "Bytes the running backup jobs have copied.",
+            self.backup_bytes_done.load(Ordering::Relaxed),
+        );
+        gauge(
+            "ryu_backup_bytes_total",
+            "Bytes the running backup jobs copy in all.",
+            self.backup_bytes_total.load(Ordering::Relaxed),
         );
         let mut counter = |name: &str, help: &str, c: &AtomicU64| {
             let _ = writeln!(

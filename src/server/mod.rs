@@ -113,6 +113,8 @@ pub fn node_options(config: &ServeConfig) -> Result<NodeOptions, String> {
     let members = config.initial_members()?;
     let mut opts = NodeOptions::new(config.id, members.keys().copied().collect());
     opts.cluster_id = config.bootstrap_cluster_id();
+    opts.backup_max_bytes_per_sec =
+        (config.backup_rate_mib > 0).then_some(config.backup_rate_mib << 20);
     let (disk, dir) = disk_for(&config.backup_dir);
     opts.backup = Some(BackupTarget {
         disk,

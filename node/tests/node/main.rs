@@ -485,6 +485,88 @@ fn leader_and_follower_backups_hold_exactly_the_state_at_their_index() {
     ));
 }
 
+/// Step a job taken off the node to its end on another thread (as the production
+/// driver does), while `during` runs on this one.
+#[allow(clippy::disallowed_methods)] // the production driver's thread, in miniature
+fn run_off_thread(
+    mut work: ryu_node::BackupWork,
+    during: impl FnOnce(),
+) -> (ryu_node::BackupWork, Result<u64, String>) {
+    let t = std::thread::spawn(move || {
+        loop {
+            if let Some(outcome) = work.step(4096) {
+                return (work, outcome);
+            }
+        }
+    });
+    during();
+    t.join().expect("backup thread")
+}
+
+#[test]
+fn backups_stepped_off_the_node_thread_finish_like_stepped_ones() {
+    use ryu_node::BackupStrategy;
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    for i in 0..30 {
+        c.call(l, i, put(&format!("k{i:02}"), &"x".repeat(500)));
+    }
+    let node = c.nodes.get_mut(&l).unwrap();
+    node.request(100, backup("off", BackupStrategy::Leader));
+    node.run_ready().unwrap();
+    let mut work = node.take_backup_work();
+    assert_eq!(work.len(), 1);
+    assert!(
+        !node.has_backup_work(),
+        "taken jobs are no longer stepped here"
+    );
+    // Writes go on while the job copies on its own thread.
+    let (work, outcome) = run_off_thread(work.pop().unwrap(), || {
+        for i in 30..60 {
+            assert!(matches!(
+                c.call(l, i, put(&format!("k{i:02}"), "later")),
+                Response::Committed { .. }
+            ));
+        }
+    });
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let node = c.nodes.get_mut(&l).unwrap();
+    node.finish_backup_work(work, outcome).unwrap();
+    let replies = node.take_output().replies;
+    let Some((_, Response::BackupDone(done))) = replies.iter().find(|(id, _)| *id == 100) else {
+        panic!("{replies:?}")
+    };
+    let (index, keys) = restored(&c, &format!("backups/node-{l}"), "off");
+    assert_eq!(index, done.index);
+    assert_eq!(keys.len(), 30, "exactly the state when the backup started");
+
+    // A follower backup whose node changes role while the job is away fails.
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let node = c.nodes.get_mut(&f).unwrap();
+    node.request(101, backup("fol-off", BackupStrategy::Follower));
+    node.run_ready().unwrap();
+    let work = node.take_backup_work().pop().expect("a follower job");
+    c.down.push(f);
+    let node = c.nodes.get_mut(&f).unwrap();
+    let (work, outcome) = run_off_thread(work, || {});
+    assert!(outcome.is_ok(), "the copy itself succeeds: {outcome:?}");
+    for _ in 0..100 {
+        node.tick();
+        node.run_ready().unwrap();
+        if node.status().role != Role::Follower {
+            break;
+        }
+    }
+    node.finish_backup_work(work, outcome).unwrap();
+    let replies = node.take_output().replies;
+    match replies.iter().find(|(id, _)| *id == 101) {
+        Some((_, Response::BackupFailed { reason })) => {
+            assert!(reason.contains("aborted"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_follower_backup_aborts_cleanly_when_the_follower_changes_role() {
     use ryu_node::BackupStrategy;
