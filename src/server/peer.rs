@@ -44,6 +44,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A forwarded request not answered within this long has an unknown outcome.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+struct Forward {
+    conn: u64,
+    write: bool,
+    reply: oneshot::Sender<Response>,
+}
+
+/// The answer to a forwarded request whose reply can no longer arrive.
+fn lost(write: bool, why: String) -> Response {
+    if write {
+        Response::OutcomeUnknown { reason: why }
+    } else {
+        Response::Unavailable { reason: why }
+    }
+}
+
 struct Route {
     conn: u64,
     tx: mpsc::Sender<Vec<u8>>,
@@ -56,7 +71,10 @@ pub struct Transport {
     handshake: OnceLock<HandshakeConfig>,
     core: OnceLock<CoreHandle>,
     routes: Mutex<BTreeMap<u64, Vec<Route>>>,
-    forwards: Mutex<BTreeMap<u64, oneshot::Sender<Response>>>,
+    /// Forwarded requests awaiting their reply: id -> (the connection it went out
+    /// on, whether it writes, the waiter). The reply comes back on the same
+    /// connection, so when that connection drops the waiters are answered at once.
+    forwards: Mutex<BTreeMap<u64, Forward>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -88,8 +106,9 @@ impl Transport {
         let _ = self.handshake.set(handshake);
     }
 
-    /// Queue one encoded message for `to`; false if it was dropped.
-    fn send_to(&self, to: u64, msg: &PeerMessage) -> bool {
+    /// Queue one encoded message for `to`: the connection it went out on, or
+    /// `None` if it was dropped.
+    fn send_to(&self, to: u64, msg: &PeerMessage) -> Option<u64> {
         let mut frame = Vec::new();
         encode_frame(&wire::encode(msg), &mut frame);
         let routes = self.routes.lock().expect("routes lock");
@@ -97,21 +116,21 @@ impl Transport {
         // while it lasts.
         let Some(route) = routes.get(&to).and_then(|r| r.first()) else {
             self.metrics.incr(&self.metrics.peer_frames_dropped);
-            return false;
+            return None;
         };
         let len = frame.len();
         if route.queued.load(Ordering::Relaxed) + len > QUEUE_BYTES {
             self.metrics.incr(&self.metrics.peer_frames_dropped);
-            return false;
+            return None;
         }
         match route.tx.try_send(frame) {
             Ok(()) => {
                 route.queued.fetch_add(len, Ordering::Relaxed);
-                true
+                Some(route.conn)
             }
             Err(_) => {
                 self.metrics.incr(&self.metrics.peer_frames_dropped);
-                false
+                None
             }
         }
     }
@@ -122,27 +141,54 @@ impl Transport {
         let write = request.is_write();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.forwards.lock().expect("forwards lock").insert(id, tx);
         self.metrics.incr(&self.metrics.forwarded);
-        if !self.send_to(to, &PeerMessage::Forward { id, request }) {
-            self.forwards.lock().expect("forwards lock").remove(&id);
-            return Response::Unavailable {
-                reason: format!("no connection to the leader (node {to})"),
-            };
+        {
+            // Registered under the lock that also sends, so the connection it goes
+            // out on is known before any reply or drop can be seen.
+            let mut forwards = self.forwards.lock().expect("forwards lock");
+            match self.send_to(to, &PeerMessage::Forward { id, request }) {
+                Some(conn) => {
+                    forwards.insert(
+                        id,
+                        Forward {
+                            conn,
+                            write,
+                            reply: tx,
+                        },
+                    );
+                }
+                None => {
+                    return Response::Unavailable {
+                        reason: format!("no connection to the leader (node {to})"),
+                    };
+                }
+            }
         }
         match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
-            _ => {
+            Ok(Err(_)) => lost(write, format!("the connection to node {to} dropped")),
+            Err(_) => {
                 self.forwards.lock().expect("forwards lock").remove(&id);
-                if write {
-                    Response::OutcomeUnknown {
-                        reason: format!("node {to} did not answer the forwarded write"),
-                    }
-                } else {
-                    Response::Unavailable {
-                        reason: format!("node {to} did not answer the forwarded request"),
-                    }
-                }
+                lost(
+                    write,
+                    format!("node {to} did not answer the forwarded request"),
+                )
+            }
+        }
+    }
+
+    /// A connection dropped: the forwards that went out on it get no reply.
+    fn fail_forwards(&self, conn: u64, peer: u64) {
+        let mut forwards = self.forwards.lock().expect("forwards lock");
+        let gone: Vec<u64> = forwards
+            .iter()
+            .filter(|(_, f)| f.conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(f) = forwards.remove(&id) {
+                let why = format!("the connection to node {peer} dropped before its answer");
+                let _ = f.reply.send(lost(f.write, why));
             }
         }
     }
@@ -180,7 +226,7 @@ impl Transport {
 impl Outbox for Transport {
     fn send(&self, envelope: Envelope) {
         let to = envelope.to;
-        if self.send_to(to, &PeerMessage::Node(envelope)) {
+        if self.send_to(to, &PeerMessage::Node(envelope)).is_some() {
             self.metrics.incr(&self.metrics.peer_frames_out);
         }
     }
@@ -343,6 +389,7 @@ async fn run_connection(
     });
     let reason = read_loop(&t, peer, &mut rd, &mut decoder, &tx, &queued).await;
     t.unregister(peer, conn);
+    t.fail_forwards(conn, peer);
     writer.abort();
     if reason.starts_with("closed") {
         tracing::info!(peer, %addr, "peer connection closed");
@@ -404,8 +451,8 @@ async fn read_loop(
                     });
                 }
                 PeerMessage::ForwardReply { id, response } => {
-                    if let Some(w) = t.forwards.lock().expect("forwards lock").remove(&id) {
-                        let _ = w.send(response);
+                    if let Some(f) = t.forwards.lock().expect("forwards lock").remove(&id) {
+                        let _ = f.reply.send(response);
                     }
                 }
             }

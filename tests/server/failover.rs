@@ -2,8 +2,6 @@
 //! history, recorded with real call and return times, must stay linearizable.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -11,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 use ryu_scenarios::linearizability::{Budget, Input, Op, Outcome, Output, Verdict, check};
 
-use crate::harness::{Clock, Cluster, connect};
+use crate::harness::{Clock, Cluster, Proc, StopFlag, StopOnDrop, connect};
 
 /// Keys the clients share: few, so operations on one key overlap often.
 const KEYS: u64 = 5;
@@ -52,19 +50,13 @@ fn output(input: &Input, reply: redis::Value) -> Output {
 
 /// A closed-loop client: random gets, puts of unique values and deletes over
 /// [`KEYS`] keys, against one node until a connection fails, then the next.
-fn client(
-    id: u64,
-    seed: u64,
-    clock: Clock,
-    addrs: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
-) -> ClientRun {
+fn client(id: u64, seed: u64, clock: Clock, addrs: Vec<SocketAddr>, stop: StopFlag) -> ClientRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut run = ClientRun::default();
     let mut node = id as usize % addrs.len();
     let mut con: Option<redis::Connection> = None;
     let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         let c = match con.as_mut() {
             Some(c) => c,
             None => match connect(addrs[node], OP_TIMEOUT) {
@@ -123,7 +115,7 @@ fn failover(cluster: &mut Cluster, killed: usize, timeout: Duration) -> usize {
     loop {
         for i in (0..cluster.procs.len()).filter(|&i| i != killed) {
             let addr = cluster.procs[i].spec.client;
-            if crate::harness::role(addr).is_some_and(|r| r.role == "leader")
+            if crate::harness::role(&cluster.procs[i].spec).is_some_and(|r| r.role == "leader")
                 && let Ok(mut c) = connect(addr, Duration::from_secs(2))
                 && redis::cmd("SET")
                     .arg("probe")
@@ -166,6 +158,74 @@ fn final_reads(addr: SocketAddr, clock: &Clock) -> Vec<Op> {
         .collect()
 }
 
+/// Reads of `finals`' keys on `addr` answer what they answered.
+fn assert_reads(addr: SocketAddr, finals: &[Op]) {
+    let mut c = connect(addr, Duration::from_secs(10)).expect("connect to the restarted node");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for op in finals {
+        let (Input::Get { key }, Outcome::Returned { output: want, .. }) = (&op.input, &op.outcome)
+        else {
+            unreachable!("final reads are completed gets");
+        };
+        loop {
+            match command(&op.input).query::<redis::Value>(&mut c) {
+                Ok(v) => {
+                    assert_eq!(&output(&op.input, v), want, "restarted node, key {key:?}");
+                    break;
+                }
+                Err(e) if Instant::now() < deadline && !e.is_io_error() => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("the restarted node does not serve reads: {e}"),
+            }
+        }
+    }
+}
+
+/// What a history holds, so a test cannot pass on an empty one.
+#[derive(Debug)]
+struct Counts {
+    ops: usize,
+    acked_before_kill: usize,
+    acked_after_kill: usize,
+    unknown: usize,
+    unavailable: usize,
+}
+
+impl Counts {
+    fn of(history: &[Op], kill_ns: u64) -> Counts {
+        let count = |f: &dyn Fn(&Op) -> bool| history.iter().filter(|op| f(op)).count();
+        Counts {
+            ops: history.len(),
+            acked_before_kill: count(&|op| {
+                acked_write(op) && op.return_ns().is_some_and(|r| r < kill_ns)
+            }),
+            acked_after_kill: count(&|op| acked_write(op) && op.call_ns > kill_ns),
+            unknown: count(&|op| op.outcome == Outcome::Unknown),
+            unavailable: count(&|op| {
+                matches!(
+                    op.outcome,
+                    Outcome::Returned {
+                        output: Output::Aborted,
+                        ..
+                    }
+                )
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "history: {} ops; writes acknowledged: {} before the kill, {} called after it; \
+             {} unknown outcomes, {} UNAVAILABLE",
+            self.ops, self.acked_before_kill, self.acked_after_kill, self.unknown, self.unavailable
+        )
+    }
+}
+
 fn acked_write(op: &Op) -> bool {
     matches!(op.input, Input::Put { .. } | Input::Delete { .. })
         && matches!(
@@ -186,10 +246,10 @@ fn three_nodes_survive_leader_sigkill_and_stay_linearizable() {
     cluster.wait_leader(Duration::from_secs(15));
 
     let clock = Clock::new();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(StopFlag::default());
     let clients: Vec<_> = (1..=CLIENTS)
         .map(|id| {
-            let (addrs, stop) = (cluster.client_addrs(), stop.clone());
+            let (addrs, stop) = (cluster.client_addrs(), stop.0.clone());
             std::thread::spawn(move || client(id, seed, clock, addrs, stop))
         })
         .collect();
@@ -210,7 +270,7 @@ fn three_nodes_survive_leader_sigkill_and_stay_linearizable() {
     // Load for ~3 s in all, and at least 1.5 s under the new leader.
     let end_ns = (3_000_000_000u64).max(failover_ns + 1_500_000_000);
     std::thread::sleep(Duration::from_nanos(end_ns.saturating_sub(clock.now_ns())));
-    stop.store(true, Ordering::Relaxed);
+    stop.0.set();
 
     let mut history = Vec::new();
     let mut odd_errors = Vec::new();
@@ -220,48 +280,18 @@ fn three_nodes_survive_leader_sigkill_and_stay_linearizable() {
         odd_errors.extend(run.odd_errors);
     }
     let (new, _) = cluster.wait_leader(Duration::from_secs(10));
-    history.extend(final_reads(cluster.procs[new].spec.client, &clock));
+    let finals = final_reads(cluster.procs[new].spec.client, &clock);
+    history.extend(finals.iter().cloned());
 
-    let before = history
-        .iter()
-        .filter(|op| acked_write(op) && op.return_ns().is_some_and(|r| r < kill_ns))
-        .count();
-    let after = history
-        .iter()
-        .filter(|op| acked_write(op) && op.call_ns > kill_ns)
-        .count();
-    let unknown = history
-        .iter()
-        .filter(|op| op.outcome == Outcome::Unknown)
-        .count();
-    let aborted = history
-        .iter()
-        .filter(|op| {
-            matches!(
-                op.outcome,
-                Outcome::Returned {
-                    output: Output::Aborted,
-                    ..
-                }
-            )
-        })
-        .count();
-    eprintln!(
-        "history: {} ops, {before} writes acknowledged before the kill, {after} after; \
-         {unknown} unknown, {aborted} UNAVAILABLE",
-        history.len()
-    );
+    let counts = Counts::of(&history, kill_ns);
+    eprintln!("{counts}");
     assert!(
         odd_errors.is_empty(),
         "error replies other than UNAVAILABLE/UNKNOWN: {odd_errors:?}"
     );
     assert!(
-        before >= 20,
-        "only {before} writes acknowledged before the kill"
-    );
-    assert!(
-        after >= 20,
-        "only {after} writes acknowledged after the kill"
+        counts.acked_before_kill >= 20 && counts.acked_after_kill >= 20,
+        "too few writes acknowledged to mean anything: {counts}"
     );
 
     let started = Instant::now();
@@ -272,4 +302,10 @@ fn three_nodes_survive_leader_sigkill_and_stay_linearizable() {
         Verdict::NotLinearizable(v) => panic!("not linearizable:\n{v}"),
         Verdict::Unknown { reason } => panic!("the checker gave up: {reason}"),
     }
+
+    // The killed node restarts from what it had made durable, rejoins, and serves
+    // (linearizable) reads of the final values.
+    cluster.procs[old] = Proc::start(cluster.procs[old].spec.clone());
+    cluster.wait_ready(old);
+    assert_reads(cluster.procs[old].spec.client, &finals);
 }

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `ryu` binary under test.
@@ -33,8 +35,9 @@ impl Clock {
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1. All are bound at once (so they differ) and
-/// released together just before the caller hands them to a child.
+/// `n` distinct free ports on 127.0.0.1: all are bound at once (so they differ), then
+/// released for the child to bind. (Another process could take one in between; the
+/// window is a few milliseconds.)
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
@@ -120,6 +123,7 @@ impl Proc {
             .env_remove("RYU_SECRET")
             .env_remove("RYU_PASSWORD")
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
@@ -188,6 +192,30 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sets its flag when dropped, so worker threads stop even when the test panics.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(pub Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Owned by the test thread: dropping it (on return or panic) stops the workers.
+#[derive(Debug)]
+pub struct StopOnDrop(pub StopFlag);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
     }
 }
 
@@ -262,10 +290,13 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(15);
         let addr = self.procs[i].spec.client;
         loop {
-            if let Ok(mut c) = connect(addr, Duration::from_secs(1))
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return;
+            // Any reply will do (`NOAUTH` from a node with a password too).
+            if let Ok(mut c) = connect(addr, Duration::from_secs(1)) {
+                match redis::cmd("PING").query::<String>(&mut c) {
+                    Ok(_) => return,
+                    Err(e) if !e.is_io_error() => return,
+                    Err(_) => {}
+                }
             }
             assert!(
                 self.procs[i].is_running(),
@@ -294,7 +325,7 @@ impl Cluster {
                 if !self.procs[i].is_running() {
                     continue;
                 }
-                if let Some(r) = role(self.procs[i].spec.client)
+                if let Some(r) = role(&self.procs[i].spec)
                     && r.role == "leader"
                 {
                     return (i, r.term);
@@ -355,8 +386,19 @@ impl Drop for Cluster {
 
 /// A RESP connection with read and write timeouts.
 pub fn connect(addr: SocketAddr, timeout: Duration) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
-    let con = client.get_connection_with_timeout(timeout)?;
+    connect_url(&format!("redis://{addr}/"), timeout)
+}
+
+/// A RESP connection to a node, authenticated if it has a password.
+pub fn connect_node(spec: &NodeSpec, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    match &spec.password {
+        Some(pw) => connect_url(&format!("redis://:{pw}@{}/", spec.client), timeout),
+        None => connect(spec.client, timeout),
+    }
+}
+
+fn connect_url(url: &str, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let con = redis::Client::open(url)?.get_connection_with_timeout(timeout)?;
     con.set_read_timeout(Some(timeout))?;
     con.set_write_timeout(Some(timeout))?;
     Ok(con)
@@ -373,8 +415,8 @@ pub struct Role {
 }
 
 /// `ROLE`, or `None` if the node cannot be reached or is starting.
-pub fn role(addr: SocketAddr) -> Option<Role> {
-    let mut c = connect(addr, Duration::from_millis(500)).ok()?;
+pub fn role(spec: &NodeSpec) -> Option<Role> {
+    let mut c = connect_node(spec, Duration::from_millis(500)).ok()?;
     let (role, term, leader, commit, applied) = redis::cmd("ROLE")
         .query::<(String, i64, i64, i64, i64)>(&mut c)
         .ok()?;

@@ -16,5 +16,8 @@
 // ban of clippy.toml is for the core crates, not for it.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod backup;
 mod failover;
+mod garbage;
 mod harness;
+mod redis_compat;
