@@ -121,6 +121,11 @@ enum BackupAction {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A running node's backup jobs (bytes copied) and its last backup.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the backups in a store.
     List {
         #[arg(long, default_value = "ryu-backups")]
@@ -244,6 +249,9 @@ fn run(cli: Cli) -> CliResult {
                     cli::backup_online(&conn.addr, conn.password.as_deref(), &id, &strategy, quorum)
                 }
             },
+            BackupAction::Status { conn } => {
+                cli::cluster(&conn.addr, conn.password.as_deref(), &["BACKUP", "STATUS"])
+            }
             BackupAction::List { dir } => cli::backup_list(&dir),
             BackupAction::Verify { id, dir, deep } => cli::backup_verify(&dir, &id, deep),
             BackupAction::Restore {

@@ -968,12 +968,17 @@ async fn cluster(shared: &Shared, a: &[Vec<u8>]) -> Value {
 }
 
 /// `BACKUP LEADER|FOLLOWER <id>`, `BACKUP CLUSTER <id> [QUORUM]`: run a backup and
-/// answer its result as JSON. `LEADER` and `CLUSTER` are carried out by the leader
+/// answer its result as JSON (`BACKUP STATUS`: see [`backup_status`]). `LEADER` and `CLUSTER` are carried out by the leader
 /// (forwarded there); `FOLLOWER` by the node the client is connected to.
 async fn backup(shared: &Shared, a: &[Vec<u8>]) -> Value {
     let usage = || {
-        err("ERR usage: BACKUP LEADER <id> | BACKUP FOLLOWER <id> | BACKUP CLUSTER <id> [QUORUM]")
+        err(
+            "ERR usage: BACKUP LEADER <id> | BACKUP FOLLOWER <id> | BACKUP CLUSTER <id> [QUORUM] | BACKUP STATUS",
+        )
     };
+    if a.len() == 1 && upper(&a[0]) == "STATUS" {
+        return backup_status(shared);
+    }
     let (Some(kind), Some(id)) = (a.first(), a.get(1)) else {
         return usage();
     };
@@ -989,15 +994,18 @@ async fn backup(shared: &Shared, a: &[Vec<u8>]) -> Value {
         _ => return usage(),
     };
     let id = String::from_utf8_lossy(id).into_owned();
-    let request = Request::Backup { id, strategy };
+    let request = Request::Backup {
+        id: id.clone(),
+        strategy,
+    };
     let response = if strategy == BackupStrategy::Follower {
         shared.core.call(request).await
     } else {
         shared.call(request).await
     };
-    match response {
-        Response::BackupDone(r) => Value::Bulk(
-            serde_json::json!({
+    let (reply, summary) = match response {
+        Response::BackupDone(r) => {
+            let json = serde_json::json!({
                 "id": r.id,
                 "strategy": format!("{:?}", r.strategy).to_lowercase(),
                 "node": r.node,
@@ -1005,20 +1013,50 @@ async fn backup(shared: &Shared, a: &[Vec<u8>]) -> Value {
                 "term": r.term,
                 "digest": format!("{:016x}", r.digest),
                 "dir": r.dir,
-            })
-            .to_string()
-            .into_bytes(),
-        ),
+                "status": "complete",
+            });
+            (Value::Bulk(json.to_string().into_bytes()), json)
+        }
         Response::ClusterBackupDone(m) => {
-            let json = serde_json::to_string(&*m).unwrap_or_default();
+            let json = serde_json::to_value(&*m).unwrap_or_default();
             if m.status == ryu_node::ClusterStatus::Complete {
-                Value::Bulk(json.into_bytes())
+                (Value::Bulk(json.to_string().into_bytes()), json)
             } else {
-                err(format!("BACKUPFAILED {json}"))
+                (err(format!("BACKUPFAILED {json}")), json)
             }
         }
-        r => failure(r),
-    }
+        r => {
+            let reply = failure(r);
+            let why = match &reply {
+                Value::Error(e) => e.clone(),
+                _ => String::new(),
+            };
+            (
+                reply,
+                serde_json::json!({"id": id, "status": "failed", "error": why}),
+            )
+        }
+    };
+    *shared.last_backup.lock().expect("backup status lock") = Some(summary);
+    reply
+}
+
+/// `BACKUP STATUS`: the jobs copying on this node now (backups and Raft snapshots,
+/// bytes done and to do) and the last backup requested through this node, as JSON.
+fn backup_status(shared: &Shared) -> Value {
+    let (jobs, done, total) = shared.metrics.backup_snapshot();
+    let last = shared
+        .last_backup
+        .lock()
+        .expect("backup status lock")
+        .clone();
+    let json = serde_json::json!({
+        "running_jobs": jobs,
+        "bytes_done": done,
+        "bytes_total": total,
+        "last": last,
+    });
+    Value::Bulk(json.to_string().into_bytes())
 }
 
 #[cfg(test)]

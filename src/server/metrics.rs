@@ -83,6 +83,15 @@ impl Metrics {
         self.backup_bytes_total.store(total, Ordering::Relaxed);
     }
 
+    /// (jobs running, bytes copied, bytes to copy) of the backup thread.
+    pub fn backup_snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.backup_running.load(Ordering::Relaxed),
+            self.backup_bytes_done.load(Ordering::Relaxed),
+            self.backup_bytes_total.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn status(&self) -> Option<Status> {
         self.status.lock().expect("metrics lock").clone()
     }

@@ -31,6 +31,8 @@ pub struct Shared {
     pub transport: Arc<Transport>,
     pub metrics: Arc<Metrics>,
     pub cursors: Mutex<Cursors>,
+    /// The last backup requested through this node, for `BACKUP STATUS`.
+    pub last_backup: Mutex<Option<serde_json::Value>>,
 }
 
 impl Shared {
@@ -163,6 +165,7 @@ pub fn serve(config: ServeConfig) -> Result<(), String> {
         transport: transport.clone(),
         metrics: metrics.clone(),
         cursors: Mutex::new(Cursors::default()),
+        last_backup: Mutex::new(None),
     });
     rt.block_on(async move {
         let bind = |addr, what: &'static str| async move {
