@@ -2,8 +2,9 @@
 //! working offline on data directories and backup stores.
 //!
 //! Exit codes (scripts may rely on them): 0 success; 1 the operation ran and failed
-//! (a backup failed, verify found problems, a restore was refused); 2 bad usage;
-//! 3 the node could not be reached.
+//! (a backup failed, verify found problems, a restore was refused; nothing changed);
+//! 2 bad usage; 3 the node could not be reached; 4 the outcome is unknown (the node
+//! answered `UNKNOWN`: a membership change or backup may or may not have happened).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -129,8 +130,14 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A reply's text, or the failure it reports: `UNKNOWN` (the command may have
+/// taken effect) exits 4, every other error 1.
 fn expect_ok(v: Value) -> Result<String, Failure> {
     match v {
+        Value::Error(e) if e.starts_with("UNKNOWN") => Err(Failure {
+            code: 4,
+            message: e,
+        }),
         Value::Error(e) => Err(Failure::failed(e)),
         v => Ok(text(&v)),
     }
@@ -208,6 +215,15 @@ fn engine_dir(data_dir: &Path) -> PathBuf {
 /// `ryu backup create --data-dir D`: back up a stopped node's engine into
 /// `<store>/node-<n>/<id>` (the layout of online leader and follower backups).
 pub fn backup_offline(data_dir: &Path, store: &Path, node: u64, id: Option<&str>) -> CliResult {
+    // Refuse anything that is not a node's directory before touching it (opening
+    // an engine in a mistyped path would create an empty one and back that up).
+    if !data_dir.join(ryu_node::CLUSTER_FILE).is_file() {
+        return Err(Failure::failed(format!(
+            "{} is not a ryu data directory (no {} file)",
+            data_dir.display(),
+            ryu_node::CLUSTER_FILE
+        )));
+    }
     let _lock = crate::server::lock_data_dir(data_dir).map_err(Failure::failed)?;
     let clock = Arc::new(SystemClock::new());
     let id = match id {
@@ -427,9 +443,15 @@ pub fn backup_restore(
     }
     // Every node restored from this backup must get the same new id: derive it from
     // the backup unless the operator chose one.
+    // The source's cluster id and index go in too, so a cluster restored from a
+    // backup of a restored cluster never gets its parent's id.
+    let source = match &cluster {
+        Some(m) => format!("{}:{}", m.cluster_id, m.barrier_index),
+        None => part.display().to_string(),
+    };
     let new_id = cluster_id.unwrap_or_else(|| {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in format!("restored:{id}").bytes() {
+        for b in format!("restored:{id}:{source}").bytes() {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -470,8 +492,31 @@ pub fn backup_prune(store: &Path, keep_last: usize) -> CliResult {
             println!("deleted node-{n}/{id}");
         }
     }
-    let excess = clusters.len().saturating_sub(keep_last);
-    for (name, _) in clusters.iter().take(excess) {
+    // Only complete cluster backups count towards the ones kept (a failed newest
+    // one must not push out the last good one); failed ones older than the oldest
+    // kept go too.
+    let complete: Vec<&(String, ClusterManifest)> = clusters
+        .iter()
+        .filter(|(_, m)| m.status == ClusterStatus::Complete)
+        .collect();
+    let kept: Vec<&str> = complete
+        .iter()
+        .rev()
+        .take(keep_last)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let oldest_kept = complete
+        .iter()
+        .rev()
+        .take(keep_last)
+        .map(|(_, m)| m.barrier_index)
+        .min()
+        .unwrap_or(u64::MAX);
+    let doomed = clusters.iter().filter(|(name, m)| {
+        !kept.contains(&name.as_str())
+            && (m.status == ClusterStatus::Complete || m.barrier_index < oldest_kept)
+    });
+    for (name, _) in doomed {
         let (disk, d) = disk_for(&store.join(name));
         ryu_backup::remove_tree(&disk, &d).map_err(fail("prune"))?;
         println!("deleted cluster backup {name}");

@@ -113,7 +113,7 @@ impl ServeConfig {
                 self.id, self.peer_addr
             ));
         }
-        if initial.len() > 1 && self.secret.is_empty() {
+        if (initial.len() > 1 || !extra.is_empty()) && self.secret.is_empty() {
             return Err("a cluster needs a shared secret (--secret or secret = \"...\")".into());
         }
         for (a, b) in [

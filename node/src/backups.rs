@@ -400,6 +400,12 @@ impl BackupWork {
         &self.run.id
     }
 
+    /// Give up on a job whose node is gone (a driver reopening a node after a
+    /// fault): its temporary files are removed, nothing is reported.
+    pub fn abort(self) {
+        let _ = self.run.job.abort();
+    }
+
     /// Bytes copied so far and the total to copy.
     pub fn progress(&self) -> (u64, u64) {
         let p = self.run.job.progress();
@@ -449,6 +455,20 @@ impl Node {
                 request,
                 Response::Invalid {
                     reason: e.to_string(),
+                },
+            );
+            return;
+        }
+        if id
+            .strip_prefix("node-")
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+        {
+            // `<store>/node-<n>` holds node n's single backups: a cluster backup
+            // of that name would land inside it.
+            self.reply(
+                request,
+                Response::Invalid {
+                    reason: format!("backup id {id:?} is reserved for a node's directory"),
                 },
             );
             return;
@@ -613,8 +633,9 @@ impl Node {
     ) -> Result<(), crate::NodeError> {
         let BackupWork { seq, run } = work;
         if self.jobs_out.remove(&seq).is_none() {
-            // Abandoned while it ran (the engine was replaced): already answered.
-            let _ = run.job.abort();
+            // Abandoned while it ran (the engine was replaced): already answered as
+            // failed, so nothing may remain that looks like a complete backup.
+            self.discard_job(run, outcome.is_ok());
             return Ok(());
         }
         let soft = self.raw.soft_state();
@@ -625,6 +646,21 @@ impl Node {
         };
         let (_, info) = run.split();
         self.finish_job(info, outcome)
+    }
+
+    /// Throw away a job that will not be reported: abort it, and if it already
+    /// finished, delete the backup it made.
+    fn discard_job(&self, run: Running, finished: bool) {
+        let disk = match (&run.purpose, &self.options.backup) {
+            (Purpose::Snapshot, _) => self.disk.clone(),
+            (_, Some(t)) => t.disk.clone(),
+            (_, None) => return,
+        };
+        let dir = run.dir.join(&run.id);
+        let _ = run.job.abort();
+        if finished {
+            let _ = ryu_backup::remove_tree(&disk, &dir);
+        }
     }
 
     /// End every running job (the engine under them is being replaced).

@@ -434,16 +434,19 @@ impl Node {
         self.coordinate();
     }
 
-    /// A message from a peer. Messages from another cluster are dropped.
+    /// A message from a peer. Messages from another cluster, and messages whose
+    /// inner sender or addressee is not the envelope's (a transport authenticates
+    /// the envelope's sender only), are dropped and counted.
     pub fn step(&mut self, env: Envelope) {
         if env.cluster != self.cluster_id || env.to != self.id {
             self.foreign_dropped += 1;
             return;
         }
         match env.payload {
-            Payload::Raft(m) => self.raw.step(m),
-            Payload::BackupReport(r) => self.receive_report(r),
+            Payload::Raft(m) if m.from.0 == env.from && m.to.0 == env.to => self.raw.step(m),
+            Payload::BackupReport(r) if r.node == env.from => self.receive_report(r),
             Payload::BackupAck { backup_id } => self.receive_ack(&backup_id),
+            Payload::Raft(_) | Payload::BackupReport(_) => self.foreign_dropped += 1,
         }
     }
 
@@ -935,8 +938,10 @@ fn validate(req: &Request) -> Result<(), String> {
             value_ok(new)
         }
         Request::Txn { reads, writes } => {
-            if writes.is_empty() {
-                return Err("a transaction commit needs at least one write".into());
+            // A transaction without writes still goes through the log: it checks
+            // that its reads were all current at one index (a read-only snapshot).
+            if writes.is_empty() && reads.is_empty() {
+                return Err("a transaction needs at least one read or write".into());
             }
             for (k, v) in reads.iter().chain(writes) {
                 key_ok(k)?;

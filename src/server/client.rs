@@ -33,6 +33,8 @@ pub async fn listen(shared: Arc<Shared>, listener: TcpListener) {
 /// `client-query-buffer-limit`): one command can never be larger, and the parser
 /// rescans at most this much per read.
 const MAX_QUERY_BUFFER: usize = 4 << 20;
+/// Replies to a pipeline are written out once this many bytes are pending.
+const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
 /// Per-element limits: no value the node accepts is near 512 KiB (a write is at most
 /// `ryu_node::MAX_COMMAND_BYTES` encoded), and 64 Ki arguments is more than any
@@ -65,6 +67,13 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
                     shared.metrics.incr(&shared.metrics.client_commands);
                     let reply = session.execute(&shared, args).await;
                     reply.encode(&mut output);
+                    if output.len() > MAX_PENDING_OUTPUT {
+                        // A long pipeline: write what is ready instead of holding it.
+                        if stream.write_all(&output).await.is_err() {
+                            return;
+                        }
+                        output.clear();
+                    }
                     if session.quit {
                         let _ = stream.write_all(&output).await;
                         return;

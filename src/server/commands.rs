@@ -40,6 +40,8 @@ const TXN_ATTEMPTS: usize = 32;
 const SCAN_PAGE: usize = 1000;
 /// `KEYS` refuses to return more than this many keys.
 const KEYS_LIMIT: usize = 100_000;
+/// Commands one `MULTI` block may queue (its writes must fit one Raft entry anyway).
+const MAX_QUEUED: usize = 10_000;
 
 /// Per-connection state.
 #[derive(Debug, Default)]
@@ -338,9 +340,16 @@ impl Session {
         {
             return match parse_op(&name, &args) {
                 Ok(Some(op)) => {
-                    if let Some(queue) = self.multi.as_mut() {
-                        queue.push(op);
+                    let Some(queue) = self.multi.as_mut() else {
+                        return err("ERR not in MULTI");
+                    };
+                    if queue.len() >= MAX_QUEUED {
+                        self.multi_failed = true;
+                        return err(format!(
+                            "ERR a MULTI block holds at most {MAX_QUEUED} commands"
+                        ));
                     }
+                    queue.push(op);
                     Value::Simple("QUEUED".into())
                 }
                 Ok(None) => {
@@ -443,8 +452,8 @@ impl Session {
                 [pattern] => keys(shared, pattern).await,
                 _ => arity_error(&name),
             },
-            "DBSIZE" => match all_keys(shared, None, usize::MAX).await {
-                Ok(k) => Value::Integer(k.len() as i64),
+            "DBSIZE" => match count_keys(shared).await {
+                Ok(n) => Value::Integer(n as i64),
                 Err(e) => e,
             },
             "INFO" => Value::Bulk(info(shared).into_bytes()),
@@ -624,8 +633,10 @@ async fn transaction(
             .iter()
             .map(|op| op.apply(&mut view, &mut writes))
             .collect();
-        if writes.is_empty() && watches.is_empty() {
-            // Pure reads: every value was read linearizably just now.
+        if writes.is_empty() && watches.is_empty() && reads.len() <= 1 {
+            // At most one key read, linearizably, just now: that read is the
+            // block's linearization point. Reading several keys needs the log to
+            // vouch that their values were current together (below).
             return Ok(Some(replies));
         }
         match shared
@@ -646,84 +657,100 @@ async fn transaction(
     ))
 }
 
-/// Redis glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), as `stringmatchlen`.
+/// Redis glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\\x`), as `stringmatchlen`,
+/// in O(pattern x subject) time: a `*` remembers where it was, and a later mismatch
+/// resumes one byte further from there (later stars supersede earlier ones, which
+/// is sound because a star can absorb anything an earlier one could).
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    fn go(p: &[u8], s: &[u8], depth: usize) -> bool {
-        if depth > 64 {
-            return false; // pathological patterns: refuse rather than recurse forever
-        }
-        let (mut p, mut s) = (p, s);
-        while let Some(&c) = p.first() {
-            match c {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None; // (pattern after '*', subject pos)
+    while i < s.len() {
+        if p < pattern.len() {
+            match pattern[p] {
                 b'*' => {
-                    while p.first() == Some(&b'*') {
-                        p = &p[1..];
+                    while p < pattern.len() && pattern[p] == b'*' {
+                        p += 1;
                     }
-                    if p.is_empty() {
+                    if p == pattern.len() {
                         return true;
                     }
-                    return (0..=s.len()).any(|i| go(p, &s[i..], depth + 1));
+                    star = Some((p, i));
+                    continue;
                 }
                 b'?' => {
-                    if s.is_empty() {
-                        return false;
-                    }
-                    s = &s[1..];
-                    p = &p[1..];
+                    p += 1;
+                    i += 1;
+                    continue;
                 }
                 b'[' => {
-                    let Some(&ch) = s.first() else { return false };
-                    let mut q = &p[1..];
-                    let negate = q.first() == Some(&b'^');
-                    if negate {
-                        q = &q[1..];
+                    if let Some(next) = class_match(pattern, p, s[i]) {
+                        p = next;
+                        i += 1;
+                        continue;
                     }
-                    let mut matched = false;
-                    while let Some(&pc) = q.first() {
-                        if pc == b']' {
-                            break;
-                        }
-                        if pc == b'\\' && q.len() >= 2 {
-                            matched |= q[1] == ch;
-                            q = &q[2..];
-                        } else if q.len() >= 3 && q[1] == b'-' && q[2] != b']' {
-                            let (lo, hi) = if q[0] <= q[2] {
-                                (q[0], q[2])
-                            } else {
-                                (q[2], q[0])
-                            };
-                            matched |= lo <= ch && ch <= hi;
-                            q = &q[3..];
-                        } else {
-                            matched |= pc == ch;
-                            q = &q[1..];
-                        }
-                    }
-                    if matched == negate {
-                        return false;
-                    }
-                    p = if q.is_empty() { q } else { &q[1..] };
-                    s = &s[1..];
                 }
-                b'\\' if p.len() >= 2 => {
-                    if s.first() != Some(&p[1]) {
-                        return false;
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == s[i] {
+                        p += 2;
+                        i += 1;
+                        continue;
                     }
-                    s = &s[1..];
-                    p = &p[2..];
                 }
-                _ => {
-                    if s.first() != Some(&c) {
-                        return false;
+                c => {
+                    if c == s[i] {
+                        p += 1;
+                        i += 1;
+                        continue;
                     }
-                    s = &s[1..];
-                    p = &p[1..];
                 }
             }
         }
-        s.is_empty()
+        // Mismatch: let the last star absorb one more byte, or fail.
+        match star {
+            Some((sp, si)) => {
+                p = sp;
+                i = si + 1;
+                star = Some((sp, si + 1));
+            }
+            None => return false,
+        }
     }
-    go(pattern, s, 0)
+    while p < pattern.len() && pattern[p] == b'*' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+/// Whether byte `ch` matches the class starting at `pattern[at] == b'['`: the
+/// position after the class if it does.
+fn class_match(pattern: &[u8], at: usize, ch: u8) -> Option<usize> {
+    let mut q = at + 1;
+    let negate = pattern.get(q) == Some(&b'^');
+    if negate {
+        q += 1;
+    }
+    let mut matched = false;
+    while q < pattern.len() && pattern[q] != b']' {
+        if pattern[q] == b'\\' && q + 1 < pattern.len() {
+            matched |= pattern[q + 1] == ch;
+            q += 2;
+        } else if q + 2 < pattern.len() && pattern[q + 1] == b'-' && pattern[q + 2] != b']' {
+            let (lo, hi) = if pattern[q] <= pattern[q + 2] {
+                (pattern[q], pattern[q + 2])
+            } else {
+                (pattern[q + 2], pattern[q])
+            };
+            matched |= lo <= ch && ch <= hi;
+            q += 3;
+        } else {
+            matched |= pattern[q] == ch;
+            q += 1;
+        }
+    }
+    if matched == negate {
+        return None;
+    }
+    Some((q + 1).min(pattern.len()))
 }
 
 /// One page of keys from `start` on.
@@ -769,6 +796,23 @@ async fn all_keys(
             return Ok(out);
         }
         start.push(0); // the smallest key after the last one returned
+    }
+}
+
+/// The number of keys, a page at a time (nothing is collected).
+async fn count_keys(shared: &Shared) -> Result<u64, Value> {
+    let mut n = 0u64;
+    let mut start = Vec::new();
+    loop {
+        let page = scan_page(shared, start, SCAN_PAGE).await?;
+        n += page.len() as u64;
+        match page.last() {
+            Some((k, _)) if page.len() == SCAN_PAGE => {
+                start = k.clone();
+                start.push(0);
+            }
+            _ => return Ok(n),
+        }
     }
 }
 
@@ -958,6 +1002,13 @@ async fn cluster(shared: &Shared, a: &[Vec<u8>]) -> Value {
         "REMOVE" => id().map(MembershipChange::Remove),
         _ => Err(err("ERR usage: CLUSTER NODES|INFO|ADD|ADDLEARNER|REMOVE")),
     };
+    if shared.config.secret.is_empty() && !matches!(change, Ok(MembershipChange::Remove(_))) {
+        // Without a secret this node takes no peer connections: a new member could
+        // never catch up, and the cluster would wait for it forever.
+        return err(
+            "ERR this node runs without a cluster secret, so it cannot talk to new members; restart it with --secret",
+        );
+    }
     match change {
         Err(e) => e,
         Ok(c) => match shared.call(Request::ChangeMembership(c)).await {
@@ -1081,9 +1132,52 @@ mod tests {
             ("h\\*llo", "h*llo", true),
             ("h\\*llo", "hello", false),
             ("user:*:name", "user:42:name", true),
+            ("*a*b", "xaxxb", true),
+            ("a*b*c", "abbbc", true),
+            ("a*b*c", "acb", false),
+            ("*?", "", false),
+            ("**", "", true),
+            ("[abc", "b", true),
+            ("h[\\]]llo", "h]llo", true),
         ];
         for (p, s, want) in cases {
             assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), *want, "{p} vs {s}");
+        }
+        // Exponential for a backtracking matcher; linear-ish here.
+        let subject = "a".repeat(5000);
+        assert!(!glob_match(
+            b"*a*a*a*a*a*a*a*a*a*a*a*a*b",
+            subject.as_bytes()
+        ));
+    }
+
+    /// The obvious backtracking matcher: exponential, but clearly right.
+    fn reference_match(p: &[u8], s: &[u8]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(b'*') => (0..=s.len()).any(|i| reference_match(&p[1..], &s[i..])),
+            Some(b'?') => !s.is_empty() && reference_match(&p[1..], &s[1..]),
+            Some(b'[') => match s.first() {
+                Some(&ch) => match class_match(p, 0, ch) {
+                    Some(next) => reference_match(&p[next..], &s[1..]),
+                    None => false,
+                },
+                None => false,
+            },
+            Some(b'\\') if p.len() >= 2 => {
+                s.first() == Some(&p[1]) && reference_match(&p[2..], &s[1..])
+            }
+            Some(&c) => s.first() == Some(&c) && reference_match(&p[1..], &s[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_agrees_with_the_backtracking_matcher(
+            p in proptest::collection::vec(proptest::sample::select(b"ab*?[]^-\\".to_vec()), 0..9),
+            s in proptest::collection::vec(proptest::sample::select(b"ab]-".to_vec()), 0..9),
+        ) {
+            proptest::prop_assert_eq!(glob_match(&p, &s), reference_match(&p, &s));
         }
     }
 

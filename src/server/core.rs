@@ -2,29 +2,34 @@
 //! production.
 //!
 //! The node is single-threaded by design (the simulator drives it the same way), so
-//! one dedicated OS thread owns it. Everything else talks to it through a bounded
-//! channel of [`Input`]s. One turn of the loop:
+//! one dedicated OS thread owns it. Everything else talks to it through channels:
+//! peers' messages on their own bounded channel (so a flood of clients can never
+//! crowd out heartbeats and votes), clients' requests on another, finished backup
+//! jobs on a third. One turn of the loop:
 //!
 //! 1. wait for an input, at most until the next tick is due;
-//! 2. take every input already queued (this is where group commit comes from: all
+//! 2. catch up ticks (the Raft clock: elections, heartbeats, timeouts), before any
+//!    other input, as the node's driving contract asks;
+//! 3. take every input already queued (this is where group commit comes from: all
 //!    the writes that arrived while the previous batch was being synced go into the
 //!    next batch, and share its one `fsync`);
-//! 3. catch up ticks (the Raft clock: elections, heartbeats, timeouts);
-//! 4. hand newly started backup jobs to the backup thread, which runs their
-//!    cooperative steps (the same steps the simulator interleaves with everything
-//!    else) and hands each job back when it is done, so copying never stalls the
-//!    node thread; the node only starts and finishes jobs;
-//! 5. run the Ready cycle: messages that may leave before the batch is durable go
+//! 4. run the Ready cycle: messages that may leave before the batch is durable go
 //!    out first (a leader replicates while it syncs), then the batch is made
 //!    durable, then what had to wait for durability goes out and clients are
-//!    answered.
+//!    answered;
+//! 5. hand newly started backup jobs to the backup thread, which runs their
+//!    cooperative steps (the same steps the simulator interleaves with everything
+//!    else) and hands each job back when it is done, so copying never stalls the
+//!    node thread; the node only starts and finishes jobs.
 //!
 //! A `NodeError` means the node's log or engine may be poisoned (fsync errors are not
-//! retryable on Linux): the node is dropped and its directory reopened, waiting
-//! clients hear that the outcome of their request is unknown, and the fault is
-//! counted in `/metrics`.
+//! retryable on Linux): the node is dropped and its directory reopened. Before the
+//! reopen, the backup thread abandons every job of the old node (their pins die with
+//! it, so the new node could reuse pages they still need), and waiting clients hear
+//! that the outcome of their writes is unknown. The fault is counted in `/metrics`.
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,25 +43,32 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 
-/// What the node thread is asked to do.
+/// What clients (and the shell) ask the node thread to do.
 #[derive(Debug)]
 pub enum Input {
-    /// A message from another node (already authenticated and decoded).
-    Peer(Envelope),
     /// A client request; the answer goes to `reply`.
     Client {
         request: Request,
         reply: oneshot::Sender<Response>,
     },
-    /// A backup job the worker thread finished.
-    BackupDone {
-        work: Box<BackupWork>,
-        outcome: Result<u64, String>,
-        incarnation: u64,
-    },
     /// Finish the current turn and stop (SIGTERM). Everything acknowledged is
     /// already durable; waiting clients get no answer.
     Shutdown,
+}
+
+/// A backup job the backup thread finished, for the node incarnation that started
+/// it.
+struct Finished {
+    work: Box<BackupWork>,
+    outcome: Result<u64, String>,
+    incarnation: u64,
+}
+
+/// What the node thread tells the backup thread.
+enum ToWorker {
+    Job(Box<BackupWork>, u64),
+    /// Abort every job of an incarnation before this one, then acknowledge.
+    AbandonBefore(u64, std::sync::mpsc::Sender<()>),
 }
 
 /// Where the node thread sends what the node wants delivered to other nodes.
@@ -69,6 +81,7 @@ pub trait Outbox: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Input>,
+    peers: mpsc::Sender<Envelope>,
 }
 
 impl CoreHandle {
@@ -76,7 +89,7 @@ impl CoreHandle {
     /// request (the node was reopened after a disk fault, or the process is shutting
     /// down), a write's outcome is unknown and a read simply did not happen.
     pub async fn call(&self, request: Request) -> Response {
-        let write = request.is_write();
+        let write = request.is_write() || matches!(request, Request::Backup { .. });
         let (reply, rx) = oneshot::channel();
         if self
             .tx
@@ -107,7 +120,7 @@ impl CoreHandle {
     /// Hand a peer's message to the node; dropped if the node is overloaded (Raft
     /// retransmits).
     pub fn deliver(&self, envelope: Envelope) -> bool {
-        self.tx.try_send(Input::Peer(envelope)).is_ok()
+        self.peers.try_send(envelope).is_ok()
     }
 }
 
@@ -118,7 +131,7 @@ pub struct CoreOptions {
     pub dir: PathBuf,
     pub node: NodeOptions,
     pub tick: Duration,
-    /// Bytes of backup copying per loop turn.
+    /// Bytes of backup copying per step of the backup thread.
     pub backup_step_bytes: u64,
     /// Seed for the node's RNG (election timeouts, read nonces); from the OS.
     pub seed: u64,
@@ -136,8 +149,11 @@ pub fn start(
     let cluster_id = node.cluster_id();
     metrics.observe(&node);
     let (tx, rx) = mpsc::channel(4096);
+    let (peer_tx, peer_rx) = mpsc::channel(8192);
+    // Unbounded, so the backup thread never blocks on the node thread (which may be
+    // waiting for it to abandon jobs); it holds at most one entry per job.
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (work_tx, work_rx) = std::sync::mpsc::channel();
-    let done_tx = tx.clone();
     let worker_metrics = metrics.clone();
     let step_bytes = opts.backup_step_bytes;
     #[allow(clippy::disallowed_methods)] // the production shell owns its threads
@@ -145,12 +161,18 @@ pub fn start(
         .name("ryu-backup".into())
         .spawn(move || backup_worker(work_rx, done_tx, step_bytes, worker_metrics))
         .map_err(|e| NodeError::Config(format!("cannot start the backup thread: {e}")))?;
+    let channels = Channels {
+        clients: rx,
+        peers: peer_rx,
+        done: done_rx,
+        worker: work_tx,
+    };
     #[allow(clippy::disallowed_methods)] // the production shell owns its threads
     let join = std::thread::Builder::new()
         .name("ryu-node".into())
-        .spawn(move || run(node, opts, rx, work_tx, outbox, metrics))
+        .spawn(move || run(node, opts, channels, outbox, metrics))
         .map_err(|e| NodeError::Config(format!("cannot start the node thread: {e}")))?;
-    Ok((CoreHandle { tx }, join, cluster_id))
+    Ok((CoreHandle { tx, peers: peer_tx }, join, cluster_id))
 }
 
 fn open(opts: &CoreOptions, incarnation: u64) -> Result<Node, NodeError> {
@@ -170,39 +192,59 @@ struct Waiter {
 /// The backup thread: steps every job it holds, round robin, and hands each back
 /// to the node thread when it is done. Ends when the node thread is gone.
 fn backup_worker(
-    jobs: std::sync::mpsc::Receiver<(BackupWork, u64)>,
-    done: mpsc::Sender<Input>,
+    inbox: std::sync::mpsc::Receiver<ToWorker>,
+    done: mpsc::UnboundedSender<Finished>,
     step_bytes: u64,
     metrics: Arc<Metrics>,
 ) {
-    let mut active: Vec<(BackupWork, u64)> = Vec::new();
+    let mut active: Vec<(Box<BackupWork>, u64)> = Vec::new();
     loop {
-        // Wait for work when idle; otherwise pick up new jobs between steps.
+        // Wait for work when idle; otherwise pick up messages between steps.
+        let mut msgs = Vec::new();
         if active.is_empty() {
-            match jobs.recv() {
-                Ok(j) => active.push(j),
+            match inbox.recv() {
+                Ok(m) => msgs.push(m),
                 Err(_) => return,
             }
         }
-        while let Ok(j) = jobs.try_recv() {
-            active.push(j);
+        while let Ok(m) = inbox.try_recv() {
+            msgs.push(m);
+        }
+        for m in msgs {
+            match m {
+                ToWorker::Job(w, inc) => active.push((w, inc)),
+                ToWorker::AbandonBefore(inc, ack) => {
+                    let (stale, keep): (Vec<_>, Vec<_>) =
+                        active.drain(..).partition(|(_, i)| *i < inc);
+                    active = keep;
+                    for (w, _) in stale {
+                        tracing::warn!(id = w.id(), "backup job abandoned: its node was reopened");
+                        w.abort();
+                    }
+                    let _ = ack.send(());
+                }
+            }
         }
         let before: u64 = active.iter().map(|(w, _)| w.progress().0).sum();
         let mut i = 0;
         while i < active.len() {
-            match active[i].0.step(step_bytes) {
+            // A panic in a job fails that job, not the thread every later backup
+            // and snapshot depends on.
+            let step = catch_unwind(AssertUnwindSafe(|| active[i].0.step(step_bytes)))
+                .unwrap_or_else(|_| Some(Err("the backup job panicked".into())));
+            match step {
                 None => i += 1,
                 Some(outcome) => {
                     let (work, incarnation) = active.swap_remove(i);
                     if outcome.is_err() {
                         tracing::warn!(id = work.id(), error = ?outcome, "backup job failed");
                     }
-                    let input = Input::BackupDone {
-                        work: Box::new(work),
+                    let finished = Finished {
+                        work,
                         outcome,
                         incarnation,
                     };
-                    if done.blocking_send(input).is_err() {
+                    if done.send(finished).is_err() {
                         return;
                     }
                 }
@@ -217,16 +259,48 @@ fn backup_worker(
         metrics.backup_progress(active.len() as u64, bytes_done, bytes_total);
         if !active.is_empty() && bytes_done == before {
             // Every job is held back by its rate limit: wait instead of spinning.
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+struct Channels {
+    clients: mpsc::Receiver<Input>,
+    peers: mpsc::Receiver<Envelope>,
+    done: mpsc::UnboundedReceiver<Finished>,
+    worker: std::sync::mpsc::Sender<ToWorker>,
+}
+
+/// One input of a turn.
+enum Event {
+    Client(Input),
+    Peer(Envelope),
+    Done(Finished),
+}
+
+/// Everything already queued, up to a bound per channel.
+fn drain(ch: &mut Channels, events: &mut Vec<Event>) {
+    for _ in 0..4096 {
+        match ch.peers.try_recv() {
+            Ok(e) => events.push(Event::Peer(e)),
+            Err(_) => break,
+        }
+    }
+    for _ in 0..4096 {
+        match ch.clients.try_recv() {
+            Ok(i) => events.push(Event::Client(i)),
+            Err(_) => break,
+        }
+    }
+    while let Ok(f) = ch.done.try_recv() {
+        events.push(Event::Done(f));
     }
 }
 
 fn run(
     node: Node,
     opts: CoreOptions,
-    mut rx: mpsc::Receiver<Input>,
-    backups: std::sync::mpsc::Sender<(BackupWork, u64)>,
+    mut ch: Channels,
     outbox: Arc<dyn Outbox>,
     metrics: Arc<Metrics>,
 ) {
@@ -242,62 +316,65 @@ fn run(
         let mut next_tick = Instant::now() + opts.tick;
         loop {
             let Some(n) = node.as_mut() else {
-                // Reopen after a fault, once per tick interval until it works.
-                tokio::time::sleep(opts.tick.max(Duration::from_millis(200))).await;
+                // Reopen after a fault. First the backup thread lets go of every job
+                // of the dead node; meanwhile clients hear the node is recovering.
                 incarnation += 1;
+                let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+                let _ = ch.worker.send(ToWorker::AbandonBefore(incarnation, ack_tx));
+                loop {
+                    if refuse_queued(&mut ch) {
+                        return; // shutdown requested
+                    }
+                    match ack_rx.recv_timeout(Duration::from_millis(10)) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => break,
+                    }
+                }
+                tokio::time::sleep(opts.tick.max(Duration::from_millis(200))).await;
                 match open(&opts, incarnation) {
                     Ok(n) => {
                         tracing::warn!(incarnation, "node reopened after a fault");
                         metrics.set_healthy(true);
                         node = Some(n);
+                        next_tick = Instant::now() + opts.tick;
                     }
                     Err(e) => tracing::error!(error = %e, "reopening the node failed; retrying"),
                 }
-                // Drain whatever queued meanwhile: clients hear no answer is coming.
-                while let Ok(input) = rx.try_recv() {
-                    match input {
-                        // Never handed to a node: it had no effect.
-                        Input::Client { reply, .. } => {
-                            let _ = reply.send(Response::Unavailable {
-                                reason: "the node is recovering from a disk fault".into(),
-                            });
-                        }
-                        Input::Shutdown => return,
-                        Input::Peer(_) | Input::BackupDone { .. } => {}
-                    }
+                if refuse_queued(&mut ch) {
+                    return;
                 }
                 continue;
             };
-            let first = match tokio::time::timeout_at(next_tick, rx.recv()).await {
-                Ok(Some(i)) => Some(i),
-                Ok(None) => break, // every handle dropped: shut down
-                Err(_) => None,
-            };
-            let mut inputs: Vec<Input> = first.into_iter().collect();
-            while inputs.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(i) => inputs.push(i),
-                    Err(_) => break,
-                }
+            let mut events = Vec::new();
+            tokio::select! {
+                biased;
+                Some(e) = ch.peers.recv() => events.push(Event::Peer(e)),
+                Some(f) = ch.done.recv() => events.push(Event::Done(f)),
+                i = ch.clients.recv() => match i {
+                    Some(i) => events.push(Event::Client(i)),
+                    None => break, // every handle dropped: shut down
+                },
+                _ = tokio::time::sleep_until(next_tick) => {}
             }
+            let now = Instant::now();
+            while next_tick <= now {
+                n.tick();
+                next_tick += opts.tick;
+            }
+            drain(&mut ch, &mut events);
             let mut stop = false;
             let mut result = Ok(());
-            for input in inputs {
-                match input {
-                    Input::Shutdown => stop = true,
-                    Input::BackupDone {
-                        work,
-                        outcome,
-                        incarnation: inc,
-                    } => {
-                        // A job of an earlier incarnation is dropped: the node that
-                        // started it is gone, and so is everyone waiting for it.
-                        if inc == incarnation && result.is_ok() {
-                            result = n.finish_backup_work(*work, outcome);
+            for event in events {
+                match event {
+                    Event::Client(Input::Shutdown) => stop = true,
+                    Event::Done(f) => {
+                        // A job of an earlier incarnation was abandoned already.
+                        if f.incarnation == incarnation && result.is_ok() {
+                            result = n.finish_backup_work(*f.work, f.outcome);
                         }
                     }
-                    Input::Peer(env) => n.step(env),
-                    Input::Client { request, reply } => {
+                    Event::Peer(env) => n.step(env),
+                    Event::Client(Input::Client { request, reply }) => {
                         let id = next_request;
                         next_request += 1;
                         waiters.insert(
@@ -305,26 +382,29 @@ fn run(
                             Waiter {
                                 reply,
                                 started: Instant::now(),
-                                write: request.is_write(),
+                                write: request.is_write()
+                                    || matches!(request, Request::Backup { .. }),
                             },
                         );
                         n.request(id, request);
                     }
                 }
             }
-            let now = Instant::now();
-            while next_tick <= now {
-                n.tick();
-                next_tick += opts.tick;
-            }
             if result.is_ok() {
                 result = ready(n, &*outbox, &mut waiters, &metrics);
             }
-            for work in n.take_backup_work() {
-                let _ = backups.send((work, incarnation));
+            if result.is_ok() {
+                for work in n.take_backup_work() {
+                    if let Err(std::sync::mpsc::SendError(ToWorker::Job(work, _))) =
+                        ch.worker.send(ToWorker::Job(Box::new(work), incarnation))
+                    {
+                        let why = "the backup thread is gone".to_string();
+                        result = n.finish_backup_work(*work, Err(why));
+                    }
+                }
             }
             metrics.observe(n);
-            if stop && result.is_ok() {
+            if stop {
                 tracing::info!("node thread stopped");
                 break;
             }
@@ -347,6 +427,25 @@ fn run(
             }
         }
     });
+}
+
+/// While no node is open: answer queued client requests (never handed to a node,
+/// so they had no effect) and drop peer messages. True if shutdown was requested.
+fn refuse_queued(ch: &mut Channels) -> bool {
+    while ch.peers.try_recv().is_ok() {}
+    while ch.done.try_recv().is_ok() {}
+    let mut stop = false;
+    while let Ok(input) = ch.clients.try_recv() {
+        match input {
+            Input::Client { reply, .. } => {
+                let _ = reply.send(Response::Unavailable {
+                    reason: "the node is recovering from a disk fault".into(),
+                });
+            }
+            Input::Shutdown => stop = true,
+        }
+    }
+    stop
 }
 
 /// One Ready cycle, split so early messages leave before the sync.

@@ -43,19 +43,41 @@ const QUEUE_BYTES: usize = 64 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A forwarded request not answered within this long has an unknown outcome.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for a forwarded backup.
+const BACKUP_FORWARD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Connections still in their handshake; more are closed at once.
+const MAX_PENDING_HANDSHAKES: usize = 64;
 
 struct Forward {
     conn: u64,
-    write: bool,
+    read_only: bool,
     reply: oneshot::Sender<Response>,
 }
 
-/// The answer to a forwarded request whose reply can no longer arrive.
-fn lost(write: bool, why: String) -> Response {
-    if write {
-        Response::OutcomeUnknown { reason: why }
-    } else {
+/// The answer to a forwarded request whose reply can no longer arrive: only a
+/// read is known to have had no effect; a write, a backup or a membership change
+/// may have happened.
+fn lost(read_only: bool, why: String) -> Response {
+    if read_only {
         Response::Unavailable { reason: why }
+    } else {
+        Response::OutcomeUnknown { reason: why }
+    }
+}
+
+fn is_read_only(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Get { .. } | Request::Scan { .. } | Request::Status
+    )
+}
+
+/// How long to wait for a forwarded request's answer. Backups take as long as
+/// copying the database takes; everything else answers within a few elections.
+fn forward_timeout(r: &Request) -> Duration {
+    match r {
+        Request::Backup { .. } => BACKUP_FORWARD_TIMEOUT,
+        _ => FORWARD_TIMEOUT,
     }
 }
 
@@ -112,9 +134,10 @@ impl Transport {
         let mut frame = Vec::new();
         encode_frame(&wire::encode(msg), &mut frame);
         let routes = self.routes.lock().expect("routes lock");
-        // Always the oldest live connection, so messages to one peer keep their order
-        // while it lasts.
-        let Some(route) = routes.get(&to).and_then(|r| r.first()) else {
+        // Always the newest connection: after a silent network failure the peer's
+        // fresh connection works while the old one may be half open until TCP
+        // gives up on it. Messages to one peer keep their order while it lasts.
+        let Some(route) = routes.get(&to).and_then(|r| r.last()) else {
             self.metrics.incr(&self.metrics.peer_frames_dropped);
             return None;
         };
@@ -138,7 +161,8 @@ impl Transport {
     /// Send a client request to the process of node `to` and wait for its node's
     /// answer.
     pub async fn forward(&self, to: u64, request: Request) -> Response {
-        let write = request.is_write();
+        let read_only = is_read_only(&request);
+        let timeout = forward_timeout(&request);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.metrics.incr(&self.metrics.forwarded);
@@ -152,25 +176,26 @@ impl Transport {
                         id,
                         Forward {
                             conn,
-                            write,
+                            read_only,
                             reply: tx,
                         },
                     );
                 }
                 None => {
+                    // Never sent: it had no effect, whatever it was.
                     return Response::Unavailable {
                         reason: format!("no connection to the leader (node {to})"),
                     };
                 }
             }
         }
-        match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => lost(write, format!("the connection to node {to} dropped")),
+            Ok(Err(_)) => lost(read_only, format!("the connection to node {to} dropped")),
             Err(_) => {
                 self.forwards.lock().expect("forwards lock").remove(&id);
                 lost(
-                    write,
+                    read_only,
                     format!("node {to} did not answer the forwarded request"),
                 )
             }
@@ -188,7 +213,7 @@ impl Transport {
         for id in gone {
             if let Some(f) = forwards.remove(&id) {
                 let why = format!("the connection to node {peer} dropped before its answer");
-                let _ = f.reply.send(lost(f.write, why));
+                let _ = f.reply.send(lost(f.read_only, why));
             }
         }
     }
@@ -240,6 +265,7 @@ fn nonce() -> [u8; NONCE_BYTES] {
 
 /// Accept peers forever.
 pub async fn listen(transport: Arc<Transport>, listener: TcpListener) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -249,9 +275,19 @@ pub async fn listen(transport: Arc<Transport>, listener: TcpListener) {
                 continue;
             }
         };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            transport
+                .metrics
+                .incr(&transport.metrics.peer_connections_rejected);
+            tracing::warn!(%addr, "too many peer handshakes in progress; connection refused");
+            continue;
+        };
         let t = transport.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&t, stream)).await {
+            let handshake =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&t, stream)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok((peer, stream, decoder))) => {
                     run_connection(t, peer, stream, decoder, addr).await
                 }

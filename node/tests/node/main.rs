@@ -245,6 +245,36 @@ fn cas_and_transactions_validate_when_applied() {
     ));
     assert_eq!(value(&c.call(l, 7, get("c"))), Some(&b"t1"[..]));
     assert_eq!(value(&c.call(l, 8, get("a"))), Some(&b"t1"[..]));
+    // A read-only transaction checks that its reads were current at one index.
+    let check = |a: &str| Request::Txn {
+        reads: vec![
+            (b"a".to_vec(), Some(a.as_bytes().to_vec())),
+            (b"c".to_vec(), Some(b"t1".to_vec())),
+        ],
+        writes: vec![],
+    };
+    assert!(matches!(
+        c.call(l, 9, check("t1")),
+        Response::Committed { .. }
+    ));
+    match c.call(l, 10, check("2")) {
+        Response::Aborted { key, current, .. } => {
+            assert_eq!(key, b"a");
+            assert_eq!(current.as_deref(), Some(&b"t1"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.call(
+            l,
+            11,
+            Request::Txn {
+                reads: vec![],
+                writes: vec![]
+            }
+        ),
+        Response::Invalid { .. }
+    ));
 }
 
 #[test]
