@@ -291,6 +291,7 @@ async fn measure(target: &Target, conns: usize, secs: f64, reps: usize) -> Cell 
 struct Ryu {
     _procs: Procs,
     clients: Vec<String>,
+    http: Vec<String>,
 }
 
 async fn resp_call(addr: &str, args: &[&[u8]]) -> std::io::Result<String> {
@@ -347,6 +348,10 @@ async fn start_ryu(bin: &Path, dir: &Path, backup_rate_mib: u64) -> Ryu {
         clients: ports
             .iter()
             .map(|p| format!("127.0.0.1:{}", p[0]))
+            .collect(),
+        http: ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p[2]))
             .collect(),
     }
 }
@@ -498,6 +503,23 @@ async fn preload(target: &Target, keys: u64) {
     }
 }
 
+/// The lines of a node's `/metrics` starting with `prefix`.
+async fn metrics_lines(http: &str, prefix: &str) -> Vec<String> {
+    let Ok(mut s) = TcpStream::connect(http).await else {
+        return Vec::new();
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return Vec::new();
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 fn fmt_ops(x: f64) -> String {
     format!("{x:.0}")
 }
@@ -542,6 +564,16 @@ async fn main() {
         ryu_cells.push(measure(&ryu_t, c, secs, reps).await);
         eprintln!("ryu {c} conns done");
     }
+    // The leader's own view of those runs: how long its node thread's turns took.
+    let leader_http = ryu
+        .clients
+        .iter()
+        .position(|a| *a == leader)
+        .map(|i| ryu.http[i].clone());
+    let node_turns = match leader_http {
+        Some(h) => metrics_lines(&h, "ryu_node_turn_seconds{").await,
+        None => Vec::new(),
+    };
     // ryu during coordinated cluster backups, against the same load without them.
     preload(&ryu_t, if quick { 5_000 } else { KEYSPACE }).await;
     let base = measure(&ryu_t, 16, secs, reps).await;
@@ -635,6 +667,11 @@ async fn main() {
             ms(e, |c| c.p99_ms),
             ms(d, |c| c.p99_ms),
         );
+    }
+    println!();
+    println!("ryu leader's node-thread turn durations over the runs above (seconds):");
+    for l in &node_turns {
+        println!("  {l}");
     }
     println!();
     println!("| ryu, 16 conns | SET/s | p50 | p99 |");

@@ -362,6 +362,7 @@ fn run(
                 next_tick += opts.tick;
             }
             drain(&mut ch, &mut events);
+            let busy = !events.is_empty();
             let mut stop = false;
             let mut result = Ok(());
             for event in events {
@@ -404,6 +405,9 @@ fn run(
                 }
             }
             metrics.observe(n);
+            if busy {
+                metrics.node_turn(now.elapsed());
+            }
             if stop {
                 tracing::info!("node thread stopped");
                 break;

@@ -16,6 +16,9 @@ pub struct Metrics {
     status: Mutex<Option<Status>>,
     /// Client-observed commit latency of writes applied on this node, microseconds.
     commit_latency_us: Mutex<Histogram<u64>>,
+    /// How long each busy turn of the node thread took (inputs, Ready cycle with its
+    /// syncs, applying), microseconds: the node thread's own latency.
+    turn_us: Mutex<Histogram<u64>>,
     healthy: AtomicBool,
     backup_running: AtomicU64,
     backup_bytes_done: AtomicU64,
@@ -39,6 +42,9 @@ impl Default for Metrics {
         Metrics {
             status: Mutex::new(None),
             commit_latency_us: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            ),
+            turn_us: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             ),
             healthy: AtomicBool::new(true),
@@ -100,6 +106,16 @@ impl Metrics {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         let _ = self
             .commit_latency_us
+            .lock()
+            .expect("metrics lock")
+            .record(us.min(60_000_000));
+    }
+
+    /// One busy turn of the node thread took `d`.
+    pub fn node_turn(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .turn_us
             .lock()
             .expect("metrics lock")
             .record(us.min(60_000_000));
@@ -271,28 +287,36 @@ impl Metrics {
             "Client writes forwarded to the leader.",
             &self.forwarded,
         );
-        let h = self.commit_latency_us.lock().expect("metrics lock");
-        let _ = writeln!(
-            out,
-            "# HELP ryu_commit_latency_seconds Client-observed write commit latency on this node.\n# TYPE ryu_commit_latency_seconds summary"
+        summary(
+            &mut out,
+            "ryu_node_turn_seconds",
+            "Duration of the node thread's busy turns (inputs, Raft persistence and syncs, applying).",
+            &self.turn_us.lock().expect("metrics lock"),
         );
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let _ = writeln!(
-                out,
-                "ryu_commit_latency_seconds{{quantile=\"{q}\"}} {:.6}",
-                h.value_at_quantile(q) as f64 / 1e6
-            );
-        }
-        let sum: f64 = h
-            .iter_recorded()
-            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
-            .sum::<f64>()
-            / 1e6;
-        let _ = writeln!(
-            out,
-            "ryu_commit_latency_seconds_sum {sum:.6}\nryu_commit_latency_seconds_count {}",
-            h.len()
+        summary(
+            &mut out,
+            "ryu_commit_latency_seconds",
+            "Client-observed write commit latency on this node.",
+            &self.commit_latency_us.lock().expect("metrics lock"),
         );
         out
     }
+}
+
+/// A Prometheus summary of a microsecond histogram, in seconds.
+fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+        let _ = writeln!(
+            out,
+            "{name}{{quantile=\"{q}\"}} {:.6}",
+            h.value_at_quantile(q) as f64 / 1e6
+        );
+    }
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum:.6}\n{name}_count {}", h.len());
 }
