@@ -20,6 +20,12 @@ pub enum Request {
         key: Vec<u8>,
         consistency: Consistency,
     },
+    /// Several keys read from one snapshot (one ReadIndex, one engine read): the
+    /// values all held together at the answer's index.
+    GetMany {
+        keys: Vec<Vec<u8>>,
+        consistency: Consistency,
+    },
     /// Keys in `[start, end)` (`end: None` = to the end of the client key space), at
     /// most `limit` of them, in key order.
     Scan {
@@ -120,6 +126,11 @@ pub enum Response {
     },
     Entries {
         entries: Vec<(Vec<u8>, Vec<u8>)>,
+        index: Index,
+    },
+    /// A `GetMany`'s values, in the order of its keys, as of applied index `index`.
+    Values {
+        values: Vec<Option<Vec<u8>>>,
         index: Index,
     },
     /// The write was applied at `index` (its commit timestamp).

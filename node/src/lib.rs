@@ -79,5 +79,7 @@ pub use backups::{BackupTarget, BackupWork, ClusterManifest, ClusterStatus, Repo
 pub use command::{AppliedState, Command};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBug;
-pub use node::{CLUSTER_FILE, DB_DIR, MAX_COMMAND_BYTES, Node, NodeError, NodeOptions, RAFT_DIR};
+pub use node::{
+    CLUSTER_FILE, DB_DIR, MAX_COMMAND_BYTES, MAX_GET_MANY, Node, NodeError, NodeOptions, RAFT_DIR,
+};
 pub use snapshots::restore_cluster_node;

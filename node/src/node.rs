@@ -26,6 +26,9 @@ use crate::snapshots;
 /// too small to hold one.
 pub const MAX_COMMAND_BYTES: usize = 16 << 10;
 
+/// The most keys one [`Request::GetMany`] reads.
+pub const MAX_GET_MANY: usize = 10_000;
+
 /// The Raft log's directory inside the node's directory.
 pub const RAFT_DIR: &str = "raft";
 /// The engine's directory inside the node's directory.
@@ -168,6 +171,7 @@ impl From<IoError> for NodeError {
 #[derive(Clone, Debug)]
 enum ReadOp {
     Get(Vec<u8>),
+    GetMany(Vec<Vec<u8>>),
     Scan {
         start: Vec<u8>,
         end: Option<Vec<u8>>,
@@ -462,6 +466,9 @@ impl Node {
                 self.reply(request, Response::Status(s));
             }
             Request::Get { key, consistency } => self.read(request, ReadOp::Get(key), consistency),
+            Request::GetMany { keys, consistency } => {
+                self.read(request, ReadOp::GetMany(keys), consistency)
+            }
             Request::Scan {
                 start,
                 end,
@@ -867,6 +874,11 @@ impl Node {
         debug_assert_eq!(txn.start_ts(), index, "engine and applied index disagree");
         let result = match op {
             ReadOp::Get(key) => txn.get(key).map(|value| Response::Value { value, index }),
+            ReadOp::GetMany(keys) => keys
+                .iter()
+                .map(|k| txn.get(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|values| Response::Values { values, index }),
             ReadOp::Scan { start, end, limit } => {
                 let end = end.clone().unwrap_or_else(|| vec![SYSTEM_PREFIX]);
                 let end = end.min(vec![SYSTEM_PREFIX]);
@@ -923,6 +935,12 @@ fn validate(req: &Request) -> Result<(), String> {
     };
     match req {
         Request::Get { key, .. } | Request::Delete { key } => key_ok(key),
+        Request::GetMany { keys, .. } => {
+            if keys.is_empty() || keys.len() > MAX_GET_MANY {
+                return Err(format!("a multi-key read takes 1 to {MAX_GET_MANY} keys"));
+            }
+            keys.iter().try_for_each(|k| key_ok(k))
+        }
         Request::Scan { limit, .. } if *limit == 0 => Err("scan limit must be positive".into()),
         Request::Scan { .. }
         | Request::Status

@@ -1299,8 +1299,10 @@ impl World {
             }
             Step::TxnReads { keys, read } => {
                 if read.len() < keys.len() {
-                    Request::Get {
-                        key: keys[read.len()].clone(),
+                    // Both keys from one snapshot (one ReadIndex), as a client's
+                    // optimistic transaction reads them.
+                    Request::GetMany {
+                        keys: keys.clone(),
                         consistency: Consistency::Linearizable,
                     }
                 } else {
@@ -1498,6 +1500,25 @@ impl World {
             | Response::ClusterBackupDone(_)
             | Response::BackupFailed { .. } => {
                 return Err(format!("unexpected answer {response:?}"));
+            }
+            Response::Values { values, .. } => {
+                let keys = match &info.request {
+                    Request::GetMany { keys, .. } if keys.len() == values.len() => keys.clone(),
+                    other => return Err(format!("values {values:?} answer {other:?}")),
+                };
+                for (k, v) in keys.iter().zip(values) {
+                    client.last_seen.insert(k.clone(), v.clone());
+                }
+                self.history
+                    .complete(op, now, Outcome::ReadMany(values.clone()));
+                self.ops_ok += 1;
+                match &mut client.step {
+                    Step::TxnReads { read, .. } => {
+                        read.clear();
+                        read.extend(keys.into_iter().zip(values.iter().cloned()));
+                    }
+                    other => return Err(format!("a multi-key read in step {other:?}")),
+                }
             }
             Response::Value { value, .. } => {
                 let key = match &info.request {
@@ -2073,6 +2094,7 @@ fn is_transient(e: &NodeError) -> bool {
 fn kind_of(r: &Request) -> OpKind {
     match r {
         Request::Get { key, .. } => OpKind::Get { key: key.clone() },
+        Request::GetMany { keys, .. } => OpKind::GetMany { keys: keys.clone() },
         Request::Put { key, value } => OpKind::Put {
             key: key.clone(),
             value: Some(value.clone()),

@@ -20,6 +20,10 @@ pub enum OpKind {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// Several keys read from one snapshot.
+    GetMany {
+        keys: Vec<Vec<u8>>,
+    },
     /// Commit writes only if every read still holds.
     Txn {
         reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -32,6 +36,8 @@ pub enum OpKind {
 pub enum Outcome {
     /// A read's value.
     Read(Option<Vec<u8>>),
+    /// A multi-key read's values, in key order.
+    ReadMany(Vec<Option<Vec<u8>>>),
     /// A write: `true` applied, `false` a failed check (no effect).
     Applied(bool),
 }
@@ -113,6 +119,10 @@ pub fn to_checker(history: &History) -> Vec<lin::Op> {
                 expected: expected.clone(),
                 new: new.clone(),
             },
+            OpKind::GetMany { keys } => lin::Input::Txn {
+                reads: keys.clone(),
+                writes: Vec::new(),
+            },
             OpKind::Txn { reads, writes } => lin::Input::CondTxn {
                 conditions: reads.clone(),
                 writes: writes.clone(),
@@ -125,6 +135,9 @@ pub fn to_checker(history: &History) -> Vec<lin::Op> {
             Status::Done { return_ns, outcome } => {
                 let output = match (&r.kind, outcome) {
                     (OpKind::Get { .. }, Outcome::Read(v)) => lin::Output::Value(v.clone()),
+                    (OpKind::GetMany { .. }, Outcome::ReadMany(vs)) => {
+                        lin::Output::Committed { reads: vs.clone() }
+                    }
                     (OpKind::Put { .. }, Outcome::Applied(true)) => lin::Output::Ok,
                     (OpKind::Cas { .. } | OpKind::Txn { .. }, Outcome::Applied(applied)) => {
                         lin::Output::Cas { applied: *applied }

@@ -4,15 +4,18 @@
 //!
 //! - `GET`, `MGET`, `EXISTS`, `SCAN`, `KEYS`, `DBSIZE` are linearizable reads
 //!   (ReadIndex) on whichever node the client is connected to, followers included.
-//!   A multi-key read is linearizable per key, not one snapshot (use `MULTI` for that).
+//!   `MGET` and `EXISTS` read all their keys from one snapshot; `SCAN`, `KEYS` and
+//!   `DBSIZE` read a page at a time.
 //! - A plain `SET` is one replicated put. Every other write (`SET NX|XX|GET`, `DEL`,
 //!   `INCR*`, `DECR*`, `MSET`) and every `MULTI`/`EXEC` block runs as one optimistic
-//!   transaction: the shell reads the keys the commands need, computes the replies
-//!   and the write set, and proposes `Txn { reads, writes }`; the node applies it only
-//!   if every read value is still current when the entry is applied (identically on
-//!   every replica), so the whole block is atomic and serializable at its Raft index.
-//!   If a read went stale the shell recomputes and retries; if a `WATCH`ed key
-//!   changed, `EXEC` answers a null array, as Redis does.
+//!   transaction: the shell reads the keys the commands need (and the watched
+//!   ones) from one snapshot, computes the replies and the write set, and proposes
+//!   `Txn { reads, writes }`; the node applies it only if every read value is still
+//!   current when the entry is applied (identically on every replica), so the whole
+//!   block is atomic and serializable at its Raft index. If a read went stale the
+//!   shell recomputes and retries; if a `WATCH`ed key changed, `EXEC` answers a null
+//!   array, as Redis does. A block that writes nothing is answered from the snapshot
+//!   (linearizable at its index) without a log entry.
 //! - Writes sent to a follower are forwarded to the leader over the peer connection.
 //!
 //! # Errors
@@ -544,18 +547,10 @@ impl Session {
                 Ok(v) => bulk_or_nil(v),
                 Err(e) => e,
             },
-            Op::MGet(keys) | Op::Exists(keys) => {
-                let mut view = BTreeMap::new();
-                for k in keys {
-                    match read(shared, k).await {
-                        Ok(v) => {
-                            view.insert(k.clone(), v);
-                        }
-                        Err(e) => return e,
-                    }
-                }
-                op.apply(&mut view, &mut BTreeMap::new())
-            }
+            Op::MGet(keys) | Op::Exists(keys) => match read_many(shared, keys.iter()).await {
+                Ok(mut view) => op.apply(&mut view, &mut BTreeMap::new()),
+                Err(e) => e,
+            },
             Op::Set {
                 key,
                 value,
@@ -602,46 +597,72 @@ async fn read(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, Value> {
     }
 }
 
+/// Linearizable reads of several keys from one snapshot (one ReadIndex, one engine
+/// read on the node): the values held together at one index.
+async fn read_many<'a>(
+    shared: &Shared,
+    keys: impl Iterator<Item = &'a Vec<u8>>,
+) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, Value> {
+    let keys: Vec<Vec<u8>> = keys
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if keys.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if keys.len() > ryu_node::MAX_GET_MANY {
+        return Err(err(format!(
+            "ERR at most {} distinct keys per command",
+            ryu_node::MAX_GET_MANY
+        )));
+    }
+    match shared
+        .call(Request::GetMany {
+            keys: keys.clone(),
+            consistency: Consistency::Linearizable,
+        })
+        .await
+    {
+        Response::Values { values, .. } if values.len() == keys.len() => {
+            Ok(keys.into_iter().zip(values).collect())
+        }
+        r => Err(failure(r)),
+    }
+}
+
 /// Run `ops` as one optimistic transaction (see the module doc). `Ok(None)`: a
 /// watched key changed (EXEC's null reply).
+///
+/// Every key the block reads, and every watched key, is read from one snapshot.
+/// A block that writes nothing is then answered from that snapshot: it is
+/// linearizable at the snapshot's index, where every watched key still had its
+/// watched value. A block that writes is proposed with its reads as conditions, so
+/// it commits only if they still hold when it is applied.
 async fn transaction(
     shared: &Shared,
     ops: &[Op],
     watches: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 ) -> Result<Option<Vec<Value>>, Value> {
     for _ in 0..TXN_ATTEMPTS {
-        // What the block reads, as of now (watched keys: as of WATCH).
-        let mut reads: BTreeMap<Vec<u8>, Option<Vec<u8>>> = watches.clone();
-        for op in ops {
-            for k in op.reads() {
-                if let Some(watched) = watches.get(k) {
-                    // A watched key that changed since WATCH fails the block now.
-                    if read(shared, k).await? != *watched {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                if !reads.contains_key(k) {
-                    let v = read(shared, k).await?;
-                    reads.insert(k.to_vec(), v);
-                }
-            }
+        let wanted = ops.iter().flat_map(|op| op.reads()).map(<[u8]>::to_vec);
+        let wanted: Vec<Vec<u8>> = wanted.chain(watches.keys().cloned()).collect();
+        let snapshot = read_many(shared, wanted.iter()).await?;
+        if watches.iter().any(|(k, v)| snapshot.get(k) != Some(v)) {
+            return Ok(None);
         }
-        let mut view = reads.clone();
+        let mut view = snapshot.clone();
         let mut writes = BTreeMap::new();
         let replies: Vec<Value> = ops
             .iter()
             .map(|op| op.apply(&mut view, &mut writes))
             .collect();
-        if writes.is_empty() && watches.is_empty() && reads.len() <= 1 {
-            // At most one key read, linearizably, just now: that read is the
-            // block's linearization point. Reading several keys needs the log to
-            // vouch that their values were current together (below).
+        if writes.is_empty() {
             return Ok(Some(replies));
         }
         match shared
             .call(Request::Txn {
-                reads: reads.into_iter().collect(),
+                reads: snapshot.into_iter().collect(),
                 writes: writes.into_iter().collect(),
             })
             .await

@@ -226,6 +226,7 @@ fn backup_worker(
             }
         }
         let before: u64 = active.iter().map(|(w, _)| w.progress().0).sum();
+        let mut finished = Vec::new();
         let mut i = 0;
         while i < active.len() {
             // A panic in a job fails that job, not the thread every later backup
@@ -239,14 +240,11 @@ fn backup_worker(
                     if outcome.is_err() {
                         tracing::warn!(id = work.id(), error = ?outcome, "backup job failed");
                     }
-                    let finished = Finished {
+                    finished.push(Finished {
                         work,
                         outcome,
                         incarnation,
-                    };
-                    if done.send(finished).is_err() {
-                        return;
-                    }
+                    });
                 }
             }
         }
@@ -256,7 +254,14 @@ fn backup_worker(
             bytes_done += d;
             bytes_total += t;
         }
+        // The gauges first: a client told its backup is done must not then see it
+        // still running.
         metrics.backup_progress(active.len() as u64, bytes_done, bytes_total);
+        for f in finished {
+            if done.send(f).is_err() {
+                return;
+            }
+        }
         if !active.is_empty() && bytes_done == before {
             // Every job is held back by its rate limit: wait instead of spinning.
             std::thread::sleep(Duration::from_millis(5));

@@ -312,6 +312,33 @@ impl Cluster {
         }
     }
 
+    /// Start one more node, `id`, with the cluster's `--initial-cluster` and secret
+    /// (it is not listed there: it comes up as an empty non-member until a
+    /// membership change adds it); waits until it answers `PING`. Returns its index.
+    pub fn start_extra(&mut self, id: u64) -> usize {
+        let backup_dir = self.specs[0].backup_dir.clone();
+        let mut spec = NodeSpec::new(id, self.dir.path(), &backup_dir);
+        spec.initial_cluster = self.specs[0].initial_cluster.clone();
+        spec.secret = self.specs[0].secret.clone();
+        self.specs.push(spec.clone());
+        self.procs.push(Proc::start(spec));
+        let i = self.procs.len() - 1;
+        self.wait_ready(i);
+        i
+    }
+
+    /// Start the node at `i` again (same spec, same data directory) after it exited;
+    /// waits until it answers `PING`.
+    pub fn restart(&mut self, i: usize) {
+        assert!(
+            !self.procs[i].is_running(),
+            "node {} is still running",
+            self.procs[i].spec.id
+        );
+        self.procs[i] = Proc::start(self.specs[i].clone());
+        self.wait_ready(i);
+    }
+
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.specs.iter().map(|s| s.client).collect()
     }
@@ -463,6 +490,51 @@ pub fn metric(body: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("/metrics has no sample {name}:\n{body}"))
+}
+
+/// Run the `ryu` binary with `args`, killing it (and failing the test) if it has not
+/// exited within `timeout`; returns (exit code, stdout + stderr).
+pub fn ryu_timed(args: &[&str], timeout: Duration) -> (i32, String) {
+    let mut child = Command::new(RYU)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ryu");
+    let mut readers = Vec::new();
+    let out = child
+        .stdout
+        .take()
+        .map(|r| Box::new(r) as Box<dyn Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|r| Box::new(r) as Box<dyn Read + Send>);
+    for mut r in [out, err].into_iter().flatten() {
+        readers.push(std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        }));
+    }
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`ryu {}` did not exit within {timeout:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text: String = readers
+        .into_iter()
+        .map(|h| String::from_utf8_lossy(&h.join().expect("a reader thread")).into_owned())
+        .collect();
+    (status.code().unwrap_or(-1), text)
 }
 
 /// Run the `ryu` binary with `args`; returns (exit code, stdout + stderr).

@@ -9,6 +9,10 @@
 //!   cluster, to exactly the state at its barrier.
 //! - [`garbage`]: bytes that are not RESP on the client port, and not the peer
 //!   protocol on the peer port, are refused and the node keeps serving.
+//! - [`operations`]: what an operator does through the `ryu` CLI: membership changes
+//!   (add, remove, add-learner; refused without a secret), offline backups (create,
+//!   list, verify, prune, restore), online backups sent to a follower, `BACKUP
+//!   STATUS`, and read-only `MULTI` blocks that read one snapshot.
 //! - [`redis_compat`]: what redis-cli users rely on (SET options, INCR, MSET/MGET, DEL
 //!   and EXISTS counts, SCAN, MULTI/EXEC, WATCH, AUTH) behaves as in Redis.
 
@@ -20,4 +24,5 @@ mod backup;
 mod failover;
 mod garbage;
 mod harness;
+mod operations;
 mod redis_compat;
