@@ -43,6 +43,9 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 
+/// A node-thread turn longer than this is logged with what it did.
+const SLOW_TURN: Duration = Duration::from_millis(50);
+
 /// What clients (and the shell) ask the node thread to do.
 #[derive(Debug)]
 pub enum Input {
@@ -396,6 +399,10 @@ fn run(
                     }
                 }
             }
+            // What a slow turn did, for the log: a Raft snapshot packed, an engine
+            // checkpoint written.
+            let (snaps_before, generation_before) =
+                (n.snapshot_counts().0, n.db().stats().generation);
             if result.is_ok() {
                 result = ready(n, &*outbox, &mut waiters, &metrics);
             }
@@ -411,7 +418,16 @@ fn run(
             }
             metrics.observe(n);
             if busy {
-                metrics.node_turn(now.elapsed());
+                let took = now.elapsed();
+                metrics.node_turn(took);
+                if took > SLOW_TURN {
+                    tracing::warn!(
+                        ms = took.as_millis() as u64,
+                        snapshot_made = n.snapshot_counts().0 != snaps_before,
+                        checkpoint = n.db().stats().generation != generation_before,
+                        "slow node turn"
+                    );
+                }
             }
             if stop {
                 tracing::info!("node thread stopped");
