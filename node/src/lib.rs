@@ -37,7 +37,7 @@
 //!
 //! # Directory
 //!
-//! `CLUSTER` (the cluster id, hex), `raft/` ([`ryu_raft::DiskLog`]), `db/`
+//! `CLUSTER` (the cluster id, hex, with a crc32), `raft/` ([`ryu_raft::DiskLog`]), `db/`
 //! ([`ryu_engine::Db`]).
 //!
 //! # Example

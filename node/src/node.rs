@@ -33,7 +33,7 @@ pub const MAX_GET_MANY: usize = 10_000;
 pub const RAFT_DIR: &str = "raft";
 /// The engine's directory inside the node's directory.
 pub const DB_DIR: &str = "db";
-/// Holds the cluster id: 16 lowercase hex digits and a newline.
+/// Holds the cluster id with its checksum (see `encode_cluster_file`).
 pub const CLUSTER_FILE: &str = "CLUSTER";
 
 /// Planted node-level bugs the simulator must catch (feature `planted-bugs` only).
@@ -230,6 +230,10 @@ pub struct Node {
     pub(crate) snapshots_made: u64,
     pub(crate) snapshots_installed: u64,
     pub(crate) last_snapshot_error: Option<String>,
+    /// Damage this node found in its own durable state outside the Ready cycle
+    /// (a snapshot archive it was about to send): reported by the next
+    /// `ready_finish`, which makes the driver reopen the node.
+    pub(crate) detected_corruption: Option<String>,
     foreign_dropped: u64,
 }
 
@@ -338,6 +342,7 @@ impl Node {
             snapshots_made: 0,
             snapshots_installed: 0,
             last_snapshot_error: None,
+            detected_corruption: None,
             foreign_dropped: 0,
         };
         node.load_barriers()?;
@@ -628,6 +633,9 @@ impl Node {
     /// entries and answer their clients. An error means the node must be dropped and
     /// reopened (its log or engine may be poisoned).
     pub fn ready_finish(&mut self) -> Result<(), NodeError> {
+        if let Some(why) = self.detected_corruption.take() {
+            return Err(NodeError::Corrupted(why));
+        }
         let Some(mut rd) = self.pending.take() else {
             return Ok(());
         };
@@ -990,30 +998,52 @@ fn open_cluster_id(disk: &DynDisk, dir: &Path, new_id: u64) -> Result<u64, NodeE
     match disk.open(&path) {
         Ok(f) => {
             let len = f.len()?;
-            if len != 17 {
+            if len != CLUSTER_FILE_BYTES as u64 {
                 return Err(NodeError::Corrupted(format!(
                     "{CLUSTER_FILE} has {len} bytes"
                 )));
             }
-            let mut buf = [0u8; 17];
+            let mut buf = [0u8; CLUSTER_FILE_BYTES];
             f.read_at(0, &mut buf)?;
-            std::str::from_utf8(&buf[..16])
-                .ok()
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .filter(|_| buf[16] == b'\n')
-                .ok_or_else(|| NodeError::Corrupted(format!("{CLUSTER_FILE} does not parse")))
+            decode_cluster_file(&buf).ok_or_else(|| {
+                NodeError::Corrupted(format!(
+                    "{CLUSTER_FILE} does not parse or fails its checksum"
+                ))
+            })
         }
         Err(e) if e.is_not_found() => {
-            write_file_atomic(
-                disk,
-                dir,
-                CLUSTER_FILE,
-                format!("{new_id:016x}\n").as_bytes(),
-            )?;
+            write_file_atomic(disk, dir, CLUSTER_FILE, &encode_cluster_file(new_id))?;
             Ok(new_id)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Bytes of the `CLUSTER` file.
+const CLUSTER_FILE_BYTES: usize = 26;
+
+/// The `CLUSTER` file: the cluster id as 16 lowercase hex digits, a space, the
+/// crc32 of the id's 8 little-endian bytes as 8 hex digits, a newline (26 bytes).
+/// The checksum matters: a flipped bit that still spells hex would otherwise move
+/// the node into another cluster without a word.
+pub(crate) fn encode_cluster_file(id: u64) -> Vec<u8> {
+    format!("{id:016x} {:08x}\n", crc32fast::hash(&id.to_le_bytes())).into_bytes()
+}
+
+fn decode_cluster_file(buf: &[u8]) -> Option<u64> {
+    if buf.len() != CLUSTER_FILE_BYTES || buf[16] != b' ' || buf[25] != b'\n' {
+        return None;
+    }
+    let hex = |b: &[u8]| {
+        let s = std::str::from_utf8(b).ok()?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            .then(|| u64::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    let id = hex(&buf[..16])?;
+    let crc = hex(&buf[17..25])?;
+    (crc == u64::from(crc32fast::hash(&id.to_le_bytes()))).then_some(id)
 }
 
 /// Write a whole file atomically: temp file, sync, rename, sync the directory.
@@ -1034,4 +1064,25 @@ pub(crate) fn write_file_atomic(
     f.sync_data()?;
     disk.rename(&tmp, &dir.join(name))?;
     disk.sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_file_round_trips_and_every_bit_flip_is_caught() {
+        let bytes = encode_cluster_file(0x0123_4567_89ab_cdef);
+        assert_eq!(bytes.len(), CLUSTER_FILE_BYTES);
+        assert_eq!(decode_cluster_file(&bytes), Some(0x0123_4567_89ab_cdef));
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert_eq!(
+                decode_cluster_file(&b),
+                None,
+                "flip of bit {i} went unnoticed"
+            );
+        }
+    }
 }

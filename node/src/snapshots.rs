@@ -247,6 +247,16 @@ impl Node {
     pub(crate) fn serve_snapshot_request(&mut self, req: SnapshotRequest) {
         let path = self.dir.join(SNAP_DIR).join(archive_name(req.meta.index));
         match read_file(&self.disk, &path) {
+            Ok(bytes) if req.offset == 0 && unpack(&bytes).is_err() => {
+                // Our own archive is damaged (bit rot): sending it would make every
+                // receiver fail forever. Stop sending and report it; the node is
+                // reopened and, if it stays damaged, replaced by the operator.
+                self.raw.abort_snapshot(req.to);
+                self.detected_corruption = Some(format!(
+                    "snapshot archive {} fails its checksum",
+                    path.display()
+                ));
+            }
             Ok(bytes) => {
                 let start = (req.offset as usize).min(bytes.len());
                 let end = (start + req.max_bytes as usize).min(bytes.len());
@@ -444,7 +454,7 @@ pub fn restore_cluster_node(
         disk,
         node_dir,
         crate::CLUSTER_FILE,
-        format!("{new_cluster_id:016x}\n").as_bytes(),
+        &crate::node::encode_cluster_file(new_cluster_id),
     )?;
     let manifest = ryu_backup::verify(
         store,

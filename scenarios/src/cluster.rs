@@ -19,6 +19,20 @@
 //!   acknowledged write was lost), checked per key with Wing and Gong search;
 //! - **liveness**: after faults heal, within a bounded simulated time every node has
 //!   applied a probe write, and the final reads complete.
+//!
+//! Catalogue entry `disk-corruption-on-a-minority` ([`Profile::DiskCorruptionOnAMinority`]):
+//! once, at a drawn time in the fault phase (when enough voters are up that losing
+//! them keeps a quorum), a minority of voters (1 of 3, 1 or 2 of 5) crash, 1 to 64
+//! random bits of their files flip at rest ([`SimDisk::flip_random_bits`]: log
+//! segments, engine pages and WAL, snapshots, metadata, used bytes or not), and they
+//! restart over them. A node whose `open`, Ready, backup step or full engine scan then
+//! fails with corruption (not a transient I/O error) stays down for good; the harness
+//! plays the operator: it asks the leader to remove it, starts a spare with a new id
+//! empty, adds it as a learner (it catches up by log or snapshot) and promotes it. The
+//! bad id is never reused. Corruption nobody notices (flipped bytes no one reads) is
+//! fine as long as every checker passes; liveness requires the members the leader
+//! knows, plus every replacement done. The summary counts victims, bits flipped,
+//! nodes that detected corruption and nodes replaced.
 
 use crate::faults::{FaultCounter, draw_partition, restore_cuts, saved_cuts};
 use crate::history::{History, OpKind, Outcome};
@@ -104,6 +118,9 @@ struct Shape {
     spares: u64,
     /// Membership changes (add a learner, promote it, remove a voter) during faults.
     membership: bool,
+    /// Voters whose disks rot once during the fault phase (0: none); each one found
+    /// corrupted is replaced by a spare with a new id.
+    corrupt_voters: u64,
 }
 
 /// The scenario catalogue: one world, shaped by a profile. `Mixed` draws everything
@@ -121,6 +138,7 @@ pub enum Profile {
     SnapshotInstallUnderLoad,
     RestoreClusterAndResume,
     MembershipChangeDuringBackup,
+    DiskCorruptionOnAMinority,
 }
 
 impl Profile {
@@ -138,6 +156,7 @@ impl Profile {
             Profile::SnapshotInstallUnderLoad => "snapshot-install-under-load",
             Profile::RestoreClusterAndResume => "restore-cluster-and-resume",
             Profile::MembershipChangeDuringBackup => "membership-change-during-backup",
+            Profile::DiskCorruptionOnAMinority => "disk-corruption-on-a-minority",
         }
     }
 
@@ -225,6 +244,12 @@ impl Profile {
                     BackupStrategy::Cluster { quorum_only: true },
                 ];
             }
+            Profile::DiskCorruptionOnAMinority => {
+                // A minority of voters (1 of 3, 1 or 2 of 5), one spare for each.
+                s.corrupt_voters = if s.voters == 3 { 1 } else { rng.between(1, 2) };
+                s.spares = s.corrupt_voters;
+                s.compact_after_entries = [0, 10, 30][rng.index(3)];
+            }
             Profile::RestoreClusterAndResume => {
                 s.backups = true;
                 s.backup_interval_ns = rng.between(200, 800) * 1_000_000;
@@ -289,6 +314,7 @@ impl Shape {
             compact_after_entries: [0, 10, 30, 100][rng.index(4)],
             spares: 0,
             membership: false,
+            corrupt_voters: 0,
         }
     }
 }
@@ -309,6 +335,10 @@ struct SimNode {
     /// A spare is not started until it is added; a removed node stays down.
     started: bool,
     removed: bool,
+    /// Bits of its disk were flipped at rest (`disk-corruption-on-a-minority`).
+    corrupt: bool,
+    /// It found its state corrupted: it stays down until the operator replaces it.
+    detected: bool,
 }
 
 #[derive(Debug)]
@@ -319,6 +349,11 @@ enum Ev {
     FailLeader,
     /// The operator changes the membership by one node.
     Membership,
+    /// Flip bits at rest on the disks of a minority of voters.
+    Corrupt,
+    /// The operator replaces a node that found its state corrupted (retried until a
+    /// spare with a new id is a voter and the node is out).
+    Replace(u64),
     /// Advance a node's backup jobs: (node, incarnation).
     BackupStep(u64, u64),
     Tick(u64),
@@ -440,6 +475,13 @@ struct World {
     /// Snapshot counters of node incarnations that crashed: (made, installed).
     snapshots_gone: (u64, u64),
     membership_answers: u64,
+    /// `disk-corruption-on-a-minority`: voters whose disks rotted, bits flipped, nodes
+    /// that found corruption, and the spare (new id) replacing each of them.
+    corrupt_victims: u64,
+    corrupt_bits: u64,
+    corrupt_detected: u64,
+    replacements: BTreeMap<u64, u64>,
+    replaced: u64,
 }
 
 impl World {
@@ -474,6 +516,8 @@ impl World {
                     digest: None,
                     started: id <= shape.voters,
                     removed: false,
+                    corrupt: false,
+                    detected: false,
                 },
             );
         }
@@ -532,6 +576,11 @@ impl World {
             cluster_failed: 0,
             snapshots_gone: (0, 0),
             membership_answers: 0,
+            corrupt_victims: 0,
+            corrupt_bits: 0,
+            corrupt_detected: 0,
+            replacements: BTreeMap::new(),
+            replaced: 0,
         }
     }
 
@@ -548,10 +597,18 @@ impl World {
             .values()
             .filter_map(|n| n.node.as_ref().map(Node::snapshot_counts))
             .fold(self.snapshots_gone, |a, b| (a.0 + b.0, a.1 + b.1));
+        let corruption = if s.corrupt_voters > 0 {
+            format!(
+                "; corruption: victims={} bits={} detected={} replaced={}",
+                self.corrupt_victims, self.corrupt_bits, self.corrupt_detected, self.replaced
+            )
+        } else {
+            String::new()
+        };
         format!(
             "sim={:.1}s voters={} clients={} lease={} drift<={}ppm loss={} dup={} reorder={}; ops ok={} unknown={} failed={} \
              applied={} leaders={} crashes={} net: sent={} lost={}; backups ok={} failed={} aborted={} cluster complete={} failed={}; \
-             snapshots made={} installed={}",
+             snapshots made={} installed={}{}",
             self.now() as f64 / 1e9,
             s.voters,
             s.clients,
@@ -575,6 +632,7 @@ impl World {
             self.cluster_failed,
             snapshots.0,
             snapshots.1,
+            corruption,
         )
     }
 
@@ -652,6 +710,11 @@ impl World {
             let d = self.rng.between(200, 1_000) * 1_000_000;
             self.queue.schedule_in(d, Ev::Membership);
         }
+        if self.shape.corrupt_voters > 0 {
+            let p = self.shape.fault_phase_ns;
+            let d = self.rng.between(p / 5, p * 3 / 5);
+            self.queue.schedule_in(d, Ev::Corrupt);
+        }
         self.queue
             .schedule_in(self.shape.fault_phase_ns, Ev::EndFaults);
         loop {
@@ -719,6 +782,8 @@ impl World {
                     self.queue.schedule_in(d, Ev::Membership);
                 }
             }
+            Ev::Corrupt => self.corrupt(),
+            Ev::Replace(bad) => self.replace(bad)?,
             Ev::FailLeader => {
                 if self.faults_on
                     && self.may_fail()
@@ -768,7 +833,7 @@ impl World {
         let now = self.now();
         let options = self.node_options(id);
         let n = self.nodes.get_mut(&id).expect("node exists");
-        if n.life != Lifecycle::Crashed || !n.started || n.removed {
+        if n.life != Lifecycle::Crashed || !n.started || n.removed || n.detected {
             return Ok(());
         }
         let disk: DynDisk = Arc::new(n.disk.clone());
@@ -792,6 +857,10 @@ impl World {
                 trace_event!(self.trace, now, Some(id), "start-failed", "{e}");
                 n.disk.crash();
                 self.queue.schedule_in(50_000_000, Ev::Restart(id));
+                return Ok(());
+            }
+            Err(e) if n.corrupt => {
+                self.found_corruption(id, &format!("open: {e}"));
                 return Ok(());
             }
             Err(e) => return Err(format!("node {id} cannot recover its disk: {e}")),
@@ -996,6 +1065,10 @@ impl World {
         let node = n.node.as_mut().expect("up");
         let before = node.applied().index;
         if let Err(e) = node.ready_finish() {
+            if n.corrupt && !is_transient(&e) {
+                self.found_corruption(id, &format!("ready: {e}"));
+                return Ok(());
+            }
             let power = self.rng.chance(Ratio::new(1, 2));
             self.crash(id, power, &format!("node error: {e}"));
             return Ok(());
@@ -1237,6 +1310,8 @@ impl World {
                             .is_some_and(|node| node.applied().index >= index)
                 });
             let clients_done = self.clients.values().all(|c| c.done);
+            // Every node that found corruption was replaced (0 = 0 in other profiles).
+            let all_applied = all_applied && self.replaced == self.corrupt_detected;
             let backups_done = self.model.barriers.keys().all(|id| {
                 self.store
                     .exists(&Path::new(BACKUP_DIR).join(id).join(CLUSTER_MANIFEST))
@@ -1604,7 +1679,14 @@ impl World {
             let applied = node.applied().index;
             let n = self.nodes.get_mut(&id).expect("node");
             if n.digest.map(|(i, _)| i) != Some(applied) {
-                let digest = state_digest(n.node.as_ref().expect("up"))?;
+                let digest = match state_digest(n.node.as_ref().expect("up")) {
+                    Ok(d) => d,
+                    Err(e) if n.corrupt => {
+                        self.found_corruption(id, &e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 n.digest = Some((applied, digest));
                 match self.digests.get(&applied) {
                     Some(&(first, d)) if d != digest => {
@@ -1661,6 +1743,13 @@ impl World {
         } else {
             return Ok(());
         };
+        self.send_change(leader, change, String::new());
+        Ok(())
+    }
+
+    /// The operator sends membership change `change` to `leader`; `why` goes into
+    /// the trace.
+    fn send_change(&mut self, leader: u64, change: MembershipChange, why: String) {
         let request = self.next_request;
         self.next_request += 1;
         trace_event!(
@@ -1668,7 +1757,7 @@ impl World {
             self.now(),
             None,
             "admin",
-            "#{request} -> n{leader}: {change:?}"
+            "#{request} -> n{leader}: {change:?}{why}"
         );
         self.requests.insert(
             request,
@@ -1679,6 +1768,145 @@ impl World {
             },
         );
         self.queue.schedule_in(0, Ev::Arrive(leader, request));
+    }
+
+    /// Bit rot at rest on a minority of voters: each one crashes, random bits of its
+    /// files flip, and it restarts over them. Waits (retrying) until enough voters are
+    /// up that losing them all keeps a quorum.
+    fn corrupt(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        let k = self.shape.corrupt_voters;
+        let f = (self.shape.voters - 1) / 2;
+        let down = self
+            .nodes
+            .values()
+            .filter(|n| n.started && !n.removed && n.life != Lifecycle::Up)
+            .count() as u64;
+        let mut candidates: Vec<u64> = (1..=self.shape.voters)
+            .filter(|id| self.nodes[id].life == Lifecycle::Up && !self.nodes[id].removed)
+            .collect();
+        if down + k > f || (candidates.len() as u64) < k {
+            let d = self.rng.between(20, 200) * 1_000_000;
+            self.queue.schedule_in(d, Ev::Corrupt);
+            return;
+        }
+        for _ in 0..k {
+            let id = candidates.remove(self.rng.index(candidates.len()));
+            let power = self.rng.chance(Ratio::new(1, 2));
+            let bits = self.rng.between(1, 64);
+            let what = format!("corrupt {bits} bits at rest power_loss={power}");
+            if !self.fault_enabled(Some(id), &what) {
+                continue;
+            }
+            self.crash(id, power, "its disk rots");
+            let n = self.nodes.get_mut(&id).expect("node");
+            let flipped = n
+                .disk
+                .flip_random_bits(Path::new(NODE_DIR), bits, &mut self.rng)
+                .unwrap_or_default();
+            n.corrupt = true;
+            self.corrupt_victims += 1;
+            self.corrupt_bits += flipped.len() as u64;
+            let at: Vec<String> = flipped
+                .iter()
+                .map(|(f, at)| format!("{}@{at}", f.display()))
+                .collect();
+            trace_event!(
+                self.trace,
+                self.now(),
+                Some(id),
+                "fault",
+                "{} bits flipped at rest: {}",
+                flipped.len(),
+                at.join(" ")
+            );
+        }
+    }
+
+    /// A node whose disk rotted found it out (it refused to open, or a Ready or a
+    /// read failed with corruption): it stays down for good, and the operator
+    /// replaces it.
+    fn found_corruption(&mut self, id: u64, why: &str) {
+        trace_event!(
+            self.trace,
+            self.now(),
+            Some(id),
+            "corruption-detected",
+            "{why}"
+        );
+        let n = self.nodes.get_mut(&id).expect("node");
+        if n.detected {
+            return;
+        }
+        n.detected = true;
+        self.corrupt_detected += 1;
+        if n.life != Lifecycle::Crashed {
+            self.crash(id, false, "corruption detected");
+        }
+        let d = self.rng.between(50, 300) * 1_000_000;
+        self.queue.schedule_in(d, Ev::Replace(id));
+    }
+
+    /// The operator replaces a node that found its state corrupted, one membership
+    /// change at a time, as the leader sees the membership: remove it, start a spare
+    /// with a new id empty, add it as a learner, promote it. The bad id is never
+    /// reused. Runs in the liveness phase too.
+    fn replace(&mut self, bad: u64) -> Result<(), String> {
+        let retry = self.rng.between(100, 400) * 1_000_000;
+        let Some(leader) = self.leader() else {
+            self.queue.schedule_in(retry, Ev::Replace(bad));
+            return Ok(());
+        };
+        let status = self.nodes[&leader].node.as_ref().expect("up").status();
+        let member = |id: u64| status.voters.contains(&id) || status.learners.contains(&id);
+        let change = if member(bad) {
+            MembershipChange::Remove(bad)
+        } else {
+            self.nodes.get_mut(&bad).expect("node").removed = true;
+            let spare = match self.replacements.get(&bad) {
+                Some(&spare) => spare,
+                None => {
+                    let Some(spare) = self
+                        .nodes
+                        .iter()
+                        .find(|(_, n)| !n.started)
+                        .map(|(id, _)| *id)
+                    else {
+                        return Err(format!("no spare left to replace node {bad}"));
+                    };
+                    self.replacements.insert(bad, spare);
+                    self.nodes.get_mut(&spare).expect("node").started = true;
+                    trace_event!(
+                        self.trace,
+                        self.now(),
+                        Some(spare),
+                        "join",
+                        "a new node starts empty to replace n{bad}"
+                    );
+                    self.start(spare)?;
+                    spare
+                }
+            };
+            if status.voters.contains(&spare) {
+                self.replaced += 1;
+                trace_event!(
+                    self.trace,
+                    self.now(),
+                    Some(spare),
+                    "replaced",
+                    "n{spare} is a voter in place of n{bad}"
+                );
+                return Ok(());
+            } else if status.learners.contains(&spare) {
+                MembershipChange::AddVoter(spare)
+            } else {
+                MembershipChange::AddLearner(spare)
+            }
+        };
+        self.send_change(leader, change, format!(" (replacing n{bad})"));
+        self.queue.schedule_in(retry, Ev::Replace(bad));
         Ok(())
     }
 
@@ -1759,6 +1987,10 @@ impl World {
         self.catch_up_ticks(id);
         let n = self.nodes.get_mut(&id).expect("node");
         if let Err(e) = n.node.as_mut().expect("up").step_backups(16 << 10) {
+            if n.corrupt && !is_transient(&e) {
+                self.found_corruption(id, &format!("backup step: {e}"));
+                return Ok(());
+            }
             let power = self.rng.chance(Ratio::new(1, 2));
             self.crash(id, power, &format!("node error in a backup step: {e}"));
             return Ok(());

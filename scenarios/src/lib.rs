@@ -12,6 +12,9 @@
 //! - `raft`: 3 to 7 Raft nodes on the durable `DiskLog`, with crashes, partitions,
 //!   membership changes, snapshots and reads, checked for every Raft safety property
 //!   after every event, then for liveness (see [`raft`]).
+//! - `raft-targeted`: the same nodes and checkers under a schedule aimed at the
+//!   classic Raft bugs (Figure 8, power loss after votes and acknowledgements,
+//!   learners, membership changes right after elections; see [`raft::Profile`]);
 //!
 //! Over runs: [`shrink`] cuts a failing seed's fault schedule down to the faults that
 //! still make it fail (scenarios number their faults, see [`faults`], and
@@ -191,10 +194,22 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |o| cluster::run_profile(cluster::Profile::MembershipChangeDuringBackup, o),
     },
     Scenario {
+        name: "disk-corruption-on-a-minority",
+        about: "cluster catalogue: bits rot at rest on a minority of voters; a node that finds corruption is removed and replaced by a spare with a new id",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::DiskCorruptionOnAMinority, o),
+    },
+    Scenario {
         name: "raft",
         about: "3-7 Raft nodes on DiskLog/SimDisk with every fault: Raft safety after each event + liveness",
         bugs: raft::BUGS,
         run: raft::run,
+    },
+    Scenario {
+        name: "raft-targeted",
+        about: "the raft scenario's nodes and checkers under a schedule aimed at classic Raft bugs: Figure 8, power loss after votes and acks, learners, conf changes after elections",
+        bugs: raft::BUGS,
+        run: |o| raft::run_profile(raft::Profile::Targeted, o),
     },
 ];
 

@@ -140,6 +140,24 @@ struct Shape {
     /// Per persisted Ready: power fails before its writes are durable. Aims crashes
     /// at the window in which a node must not yet have spoken.
     crash_in_persist: Ratio,
+    /// The `raft-targeted` profile (see [`Profile::Targeted`]). Every field below is
+    /// a constant in the `raft` profile, drawn from no random stream, so `raft` seeds
+    /// run exactly as before the profile existed.
+    targeted: bool,
+    max_msg_bytes: u64,
+    max_inflight_msgs: usize,
+    /// Per proposal: also propose a membership change.
+    conf_change_chance: Ratio,
+    /// Per new leader seen (targeted only): propose a membership change at once.
+    conf_change_on_election: Ratio,
+    /// Per new leader seen (targeted only): cut it off at once, before its no-op
+    /// leaves (Figure 8: a leader whose entries reached no one).
+    isolate_on_election: Ratio,
+    /// Targeted: per persisted Ready that changes the term or the vote, power fails
+    /// before it is durable (`crash_in_persist` then applies to entries only).
+    crash_in_persist_vote: Ratio,
+    /// How long a crashed node stays down, in ms.
+    restart_ms: (u64, u64),
 }
 
 impl Shape {
@@ -172,6 +190,68 @@ impl Shape {
             pre_vote: rng.chance(Ratio::new(3, 4)),
             persist_ns_max: rng.between(100_000, 5_000_000),
             crash_in_persist: rng.swarm_ratio(Ratio::new(1, 2), 3, 100),
+            targeted: false,
+            max_msg_bytes: 4096,
+            max_inflight_msgs: 16,
+            conf_change_chance: Ratio::new(1, 20),
+            conf_change_on_election: Ratio::ZERO,
+            isolate_on_election: Ratio::ZERO,
+            crash_in_persist_vote: Ratio::ZERO,
+            restart_ms: (10, 1000),
+        }
+    }
+
+    /// The `raft-targeted` shape: every knob turned towards the windows the classic
+    /// Raft bugs need (see [`Profile::Targeted`]).
+    fn draw_targeted(rng: &mut SimRng) -> Shape {
+        let initial_voters = [3, 3, 5, 5, 5][rng.index(5)];
+        let mut net = NetConfig::draw(rng);
+        net.latency_max_ns = net.latency_max_ns.min(20_000_000);
+        let mut disk = DiskFaults::default();
+        if rng.chance(Ratio::new(1, 4)) {
+            disk.write_error = Ratio::new(1, 1000);
+            disk.sync_error = Ratio::new(1, 1000);
+        }
+        Shape {
+            initial_voters,
+            // Learners are the point of spare nodes here: two (enough to outvote
+            // the voters a leader lost, were learners counted) or one.
+            spare_nodes: [1, 2, 2][rng.index(3)],
+            fault_phase_ns: rng.between(2_000, 6_000) * 1_000_000,
+            fault_interval_ns: rng.between(30, 250) * 1_000_000,
+            propose_interval_ns: rng.between(2, 20) * 1_000_000,
+            read_interval_ns: rng.between(5, 50) * 1_000_000,
+            crashes: true,
+            power_loss: Ratio::new(rng.between(2, 4) as u32, 4),
+            // Drawn, but the targeted faults pause no one (this draw only keeps the
+            // stream as measured).
+            pauses: rng.chance(Ratio::new(1, 4)),
+            partitions: true,
+            membership: true,
+            compact_every: [0, 0, 0, 50][rng.index(4)],
+            net,
+            disk,
+            drift_ppm_max: 0,
+            // ReadIndex, not leases: the read path the planted read bug lives on.
+            lease: false,
+            pre_vote: rng.chance(Ratio::new(1, 3)),
+            // A long persist window: more time in which a reply may have left early.
+            persist_ns_max: rng.between(1_000_000, 8_000_000),
+            crash_in_persist: Ratio::new(rng.between(2, 8) as u32, 100),
+            targeted: true,
+            // Often one entry per append, so old-term entries travel without the new
+            // leader's no-op (the Figure 8 interleaving needs that).
+            max_msg_bytes: if rng.chance(Ratio::new(1, 2)) {
+                1
+            } else {
+                rng.between(1, 200)
+            },
+            max_inflight_msgs: rng.between(1, 8) as usize,
+            conf_change_chance: Ratio::new(rng.between(1, 4) as u32, 20),
+            conf_change_on_election: Ratio::new(rng.between(2, 4) as u32, 4),
+            isolate_on_election: Ratio::new(rng.between(1, 4) as u32, 8),
+            crash_in_persist_vote: Ratio::new(rng.between(10, 50) as u32, 100),
+            restart_ms: (1, rng.between(5, 60)),
         }
     }
 }
@@ -393,12 +473,51 @@ struct PendingRead {
     invoked_ns: u64,
 }
 
-/// Run the scenario for one seed.
+/// Which schedule a seed draws. Both run the same nodes, disks, network and checkers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `raft`: a broad swarm of every fault.
+    Standard,
+    /// `raft-targeted`: a schedule aimed at the windows the classic Raft bugs need,
+    /// from its own draws (so `raft` seeds are untouched):
+    /// - Figure 8: the leader is cut off together with a minority of the voters (and
+    ///   some learners) while clients keep proposing to it, then crashed or healed;
+    ///   appends often carry one entry, so old-term entries travel without the new
+    ///   leader's no-op;
+    /// - power loss right after a vote or an append acknowledgement: a persist that
+    ///   writes a hard state or entries fails often, and crashed nodes come back
+    ///   within milliseconds, while the other candidates' requests are still in
+    ///   flight;
+    /// - a candidate one vote short: a voter is left able to reach exactly a quorum
+    ///   minus two other voters;
+    /// - learners always present (spare nodes join as learners early and are
+    ///   promoted and demoted), and membership changes proposed the moment a new
+    ///   leader is seen, before its no-op commits;
+    /// - ReadIndex reads (no leases) issued all through leader changes.
+    Targeted,
+}
+
+impl Profile {
+    /// The scenario's name in the catalogue.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Standard => "raft",
+            Profile::Targeted => "raft-targeted",
+        }
+    }
+}
+
+/// Run the `raft` scenario for one seed.
 pub fn run(opts: &RunOptions) -> RunReport {
-    let mut world = World::new(opts.clone());
+    run_profile(Profile::Standard, opts)
+}
+
+/// Run one profile of the scenario for one seed.
+pub fn run_profile(profile: Profile, opts: &RunOptions) -> RunReport {
+    let mut world = World::new(profile, opts.clone());
     let result = world.run();
     RunReport {
-        scenario: "raft",
+        scenario: profile.name(),
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
@@ -437,12 +556,17 @@ struct World {
     /// Nodes that applied the current probe.
     probe_applied_by: BTreeSet<u64>,
     conf_changes: u64,
+    /// Targeted profile: the last (term, leader) seen, to act right after elections.
+    seen_leader: Option<(Term, u64)>,
 }
 
 impl World {
-    fn new(opts: RunOptions) -> World {
+    fn new(profile: Profile, opts: RunOptions) -> World {
         let mut rng = SimRng::new(opts.seed);
-        let shape = Shape::draw(&mut rng);
+        let shape = match profile {
+            Profile::Standard => Shape::draw(&mut rng),
+            Profile::Targeted => Shape::draw_targeted(&mut rng),
+        };
         let ids: Vec<u64> = (1..=shape.initial_voters + shape.spare_nodes).collect();
         let net = SimNetwork::new(rng.fork("net"), shape.net, &ids);
         let time = WorldTime::new();
@@ -499,6 +623,7 @@ impl World {
             probe_value: None,
             probe_applied_by: BTreeSet::new(),
             conf_changes: 0,
+            seen_leader: None,
         }
     }
 
@@ -544,8 +669,8 @@ impl World {
         c.heartbeat_tick = 2;
         c.pre_vote = self.shape.pre_vote;
         c.check_quorum = true;
-        c.max_size_per_msg_bytes = 4096;
-        c.max_inflight_msgs = 16;
+        c.max_size_per_msg_bytes = self.shape.max_msg_bytes;
+        c.max_inflight_msgs = self.shape.max_inflight_msgs;
         c.max_snapshot_chunk_bytes = 16;
         c.applied = applied;
         if self.shape.lease {
@@ -591,6 +716,9 @@ impl World {
                         return Ok(());
                     }
                 }
+            }
+            if self.shape.targeted {
+                self.after_election()?;
             }
             self.check()?;
         }
@@ -746,7 +874,8 @@ impl World {
     /// How long a crashed node stays down (`None`: removed nodes stay down). A
     /// skipped crash makes this draw too.
     fn draw_restart_delay_ns(&mut self, id: u64) -> Option<u64> {
-        (!self.nodes[&id].removed).then(|| self.rng.between(10, 1000) * 1_000_000)
+        let (lo, hi) = self.shape.restart_ms;
+        (!self.nodes[&id].removed).then(|| self.rng.between(lo, hi) * 1_000_000)
     }
 
     /// Number the fault just decided on. `false`: the run skips it (traced as such);
@@ -895,12 +1024,27 @@ impl World {
             return Ok(());
         }
         let f = (self.shape.initial_voters - 1) / 2;
-        let down = self
-            .nodes
-            .values()
-            .filter(|n| n.started && n.life != Lifecycle::Up)
-            .count() as u64;
-        if self.faults_on && down < f && self.rng.chance(self.shape.crash_in_persist) {
+        let down = self.nodes_down();
+        // Targeted: power fails only while a hard state or entries are being written,
+        // the window in which a vote or an acknowledgement must not have left yet.
+        let crash_chance = if self.shape.targeted {
+            let node = &self.nodes[&id];
+            let durable = node.acked.as_ref().map(|a| a.hard_state);
+            let rd = node.pending.as_ref();
+            let votes = rd
+                .and_then(|rd| rd.hard_state)
+                .is_some_and(|hs| durable.is_none_or(|d| d.term != hs.term || d.vote != hs.vote));
+            if votes {
+                self.shape.crash_in_persist_vote
+            } else if rd.is_some_and(|rd| !rd.entries.is_empty()) {
+                self.shape.crash_in_persist
+            } else {
+                Ratio::ZERO
+            }
+        } else {
+            self.shape.crash_in_persist
+        };
+        if self.faults_on && down < f && self.rng.chance(crash_chance) {
             if self.fault_enabled(Some(id), "crash power loss during persist power_loss=true") {
                 self.crash(id, true, "power loss during persist");
                 return Ok(());
@@ -1160,7 +1304,8 @@ impl World {
         let value = format!("v{}", self.next_value).into_bytes();
         self.next_value += 1;
         self.propose_value(target, value)?;
-        if self.faults_on && self.shape.membership && self.rng.chance(Ratio::new(1, 20)) {
+        if self.faults_on && self.shape.membership && self.rng.chance(self.shape.conf_change_chance)
+        {
             self.conf_change()?;
         }
         Ok(())
@@ -1260,7 +1405,14 @@ impl World {
             .copied()
             .filter(|id| !voters.contains(id) && !learners.contains(id) && !self.nodes[id].removed)
             .collect();
-        let cc = match self.rng.below(3) {
+        // Targeted: spare nodes join as learners first, so learners are present.
+        let pick = if self.shape.targeted && !spare.is_empty() && self.rng.chance(Ratio::new(1, 2))
+        {
+            0
+        } else {
+            self.rng.below(3)
+        };
+        let cc = match pick {
             0 if !spare.is_empty() => ConfChange::single(
                 ConfChangeKind::AddLearner,
                 spare[self.rng.index(spare.len())],
@@ -1269,7 +1421,11 @@ impl World {
                 let l: Vec<u64> = learners.into_iter().collect();
                 ConfChange::single(ConfChangeKind::AddVoter, l[self.rng.index(l.len())])
             }
-            2 if voters.len() as u64 > self.shape.initial_voters => {
+            // Targeted: voters are demoted down to three, so promotions and
+            // demotions keep overlapping with elections.
+            2 if voters.len() as u64 > self.shape.initial_voters
+                || (self.shape.targeted && voters.len() > 3) =>
+            {
                 let v: Vec<u64> = voters.into_iter().filter(|&v| v != leader).collect();
                 ConfChange::single(ConfChangeKind::AddLearner, v[self.rng.index(v.len())])
             }
@@ -1303,12 +1459,11 @@ impl World {
     // ---- faults -------------------------------------------------------------------
 
     fn fault(&mut self) -> Result<(), String> {
+        if self.shape.targeted {
+            return self.targeted_fault();
+        }
         let f = (self.shape.initial_voters - 1) / 2;
-        let down = self
-            .nodes
-            .values()
-            .filter(|n| n.started && n.life != Lifecycle::Up)
-            .count() as u64;
+        let down = self.nodes_down();
         match self.rng.below(3) {
             0 if self.shape.crashes && down < f => {
                 if let Some(id) = self.random_up_node() {
@@ -1334,6 +1489,150 @@ impl World {
                 }
             }
             2 if self.shape.partitions => self.partition(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The voters in `id`'s current configuration.
+    fn voters_of(&self, id: u64) -> Vec<u64> {
+        self.nodes[&id].raw.as_ref().map_or_else(Vec::new, |raw| {
+            let config = &raw.raft().tracker.config;
+            config.voters.incoming.iter().map(|n| n.0).collect()
+        })
+    }
+
+    /// Targeted profile: right after a new leader is seen, maybe propose a
+    /// membership change at once (before its no-op commits), and maybe cut the
+    /// leader off at once (before its no-op reaches anyone: Figure 8's leader whose
+    /// entries stay its own).
+    fn after_election(&mut self) -> Result<(), String> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let term = self.nodes[&leader]
+            .raw
+            .as_ref()
+            .expect("up")
+            .hard_state()
+            .term;
+        if self.seen_leader == Some((term, leader)) {
+            return Ok(());
+        }
+        self.seen_leader = Some((term, leader));
+        if !self.faults_on {
+            return Ok(());
+        }
+        if self.rng.chance(self.shape.conf_change_on_election) {
+            self.conf_change()?;
+        }
+        if self.rng.chance(self.shape.isolate_on_election) {
+            let heal_ms = self.rng.between(30, 600);
+            let what = format!("isolate new leader {leader} of term {term}");
+            if self.fault_enabled(Some(leader), &what) {
+                trace_event!(self.trace, self.now(), Some(leader), "fault", "{what}");
+                self.net.isolate(leader);
+            }
+            self.queue.schedule_in(heal_ms * 1_000_000, Ev::Heal);
+        }
+        Ok(())
+    }
+
+    /// Started nodes that are not up (crashed or paused).
+    fn nodes_down(&self) -> u64 {
+        self.nodes
+            .values()
+            .filter(|n| n.started && n.life != Lifecycle::Up)
+            .count() as u64
+    }
+
+    /// The targeted profile's faults (see [`Profile::Targeted`]). Every fault is
+    /// fully drawn before it is numbered, so a skipped one draws the same.
+    fn targeted_fault(&mut self) -> Result<(), String> {
+        let f = (self.shape.initial_voters - 1) / 2;
+        let down = self.nodes_down();
+        let leader = self.leader();
+        let all: Vec<u64> = self.nodes.keys().copied().collect();
+        match (self.rng.below(6), leader) {
+            // Figure 8: the leader keeps a minority of the voters (possibly none) and
+            // some learners; clients go on proposing to it until a new leader shows.
+            (0 | 1, Some(leader)) => {
+                let voters = self.voters_of(leader);
+                let quorum = voters.len() / 2 + 1;
+                let mut others: Vec<u64> =
+                    voters.iter().copied().filter(|&v| v != leader).collect();
+                let keep = self.rng.below(quorum as u64) as usize;
+                let mut side = vec![leader];
+                for _ in 0..keep.min(quorum.saturating_sub(2)) {
+                    if others.is_empty() {
+                        break;
+                    }
+                    side.push(others.swap_remove(self.rng.index(others.len())));
+                }
+                // Learners go with the leader as a block, most of the time.
+                if self.rng.chance(Ratio::new(3, 4)) {
+                    side.extend(all.iter().filter(|&&n| !voters.contains(&n) && n != leader));
+                }
+                let rest: Vec<u64> = all.iter().copied().filter(|n| !side.contains(n)).collect();
+                let heal_ms = self.rng.between(50, 1500);
+                let what = format!("isolate leader {leader} with {side:?} | {rest:?}");
+                if self.fault_enabled(Some(leader), &what) {
+                    trace_event!(self.trace, self.now(), Some(leader), "fault", "{what}");
+                    self.net.partition(&[side, rest]);
+                }
+                self.queue.schedule_in(heal_ms * 1_000_000, Ev::Heal);
+            }
+            // The leader loses power (or crashes) mid-term.
+            (2, Some(leader)) if down < f => {
+                let power = self.rng.chance(self.shape.power_loss);
+                if self.fault_enabled(Some(leader), &format!("crash leader power_loss={power}")) {
+                    self.crash(leader, power, "scheduled leader crash");
+                } else {
+                    self.draw_restart_delay_ns(leader);
+                }
+            }
+            // A candidate one vote short: a voter reaches exactly quorum - 2 others.
+            (3, _) => {
+                let Some(c) = self.random_up_node() else {
+                    return Ok(());
+                };
+                let voters = self.voters_of(c);
+                if voters.is_empty() {
+                    return Ok(());
+                }
+                let quorum = voters.len() / 2 + 1;
+                let mut others: Vec<u64> = voters.iter().copied().filter(|&v| v != c).collect();
+                let mut reach = Vec::new();
+                for _ in 0..quorum.saturating_sub(2) {
+                    if others.is_empty() {
+                        break;
+                    }
+                    reach.push(others.swap_remove(self.rng.index(others.len())));
+                }
+                let heal_ms = self.rng.between(50, 1000);
+                let what = format!("voter {c} reaches only {reach:?}");
+                if self.fault_enabled(Some(c), &what) {
+                    trace_event!(self.trace, self.now(), Some(c), "fault", "{what}");
+                    for &n in &all {
+                        if n != c && !reach.contains(&n) {
+                            self.net.cut(c, n);
+                            self.net.cut(n, c);
+                        }
+                    }
+                }
+                self.queue.schedule_in(heal_ms * 1_000_000, Ev::Heal);
+            }
+            (4, _) if down < f => {
+                if let Some(id) = self.random_up_node() {
+                    let power = self.rng.chance(self.shape.power_loss);
+                    if self.fault_enabled(Some(id), &format!("crash power_loss={power}")) {
+                        self.crash(id, power, "scheduled");
+                    } else {
+                        self.draw_restart_delay_ns(id);
+                    }
+                }
+            }
+            (5, _) => self.partition(),
             _ => {}
         }
         Ok(())

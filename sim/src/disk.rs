@@ -509,6 +509,62 @@ impl SimDisk {
         self.lock().lookup(path)
     }
 
+    /// Bit rot at rest: flip `n` random bits in the durable images (and the cached
+    /// images, where they reach that far) of the files under `dir`, each bit in a
+    /// byte drawn uniformly over all their durable bytes. Drawn from `rng`, not the
+    /// disk's own stream; counted as bit flips. Returns where each bit flipped (file
+    /// and byte offset); nothing if the files under `dir` hold no durable byte.
+    pub fn flip_random_bits(
+        &self,
+        dir: &Path,
+        n: u64,
+        rng: &mut SimRng,
+    ) -> IoResult<Vec<(PathBuf, u64)>> {
+        let mut s = self.lock();
+        let top = s.lookup(dir)?;
+        let mut files = Vec::new();
+        let mut stack = vec![(top, dir.to_path_buf())];
+        while let Some((ino, path)) = stack.pop() {
+            match s.nodes.get(&ino) {
+                Some(Node::Dir { live, .. }) => {
+                    stack.extend(live.iter().rev().map(|(name, &i)| (i, path.join(name))));
+                }
+                Some(Node::File(f)) if !f.durable.is_empty() => {
+                    files.push((ino, path, f.durable.len() as u64));
+                }
+                _ => {}
+            }
+        }
+        let total: u64 = files.iter().map(|(_, _, len)| len).sum();
+        let mut flipped = Vec::new();
+        if total == 0 {
+            return Ok(flipped);
+        }
+        for _ in 0..n {
+            let mut at = rng.below(total);
+            let bit = 1u8 << rng.below(8);
+            let (ino, path, _) = files
+                .iter()
+                .find(|(_, _, len)| {
+                    let here = at < *len;
+                    if !here {
+                        at -= len;
+                    }
+                    here
+                })
+                .expect("a byte below the total");
+            flipped.push((path.clone(), at));
+            let at = at as usize;
+            let file = s.file_mut(*ino);
+            file.durable[at] ^= bit;
+            if at < file.live.len() {
+                file.live[at] ^= bit;
+            }
+            s.counts.bit_flips += 1;
+        }
+        Ok(flipped)
+    }
+
     /// Power loss: decide the fate of everything unsynced (see the module doc), then
     /// keep only the durable images. Handles opened before the crash become stale.
     pub fn crash(&self) {
@@ -959,6 +1015,52 @@ mod tests {
         let ones: u32 = buf.iter().map(|b| b.count_ones()).sum();
         assert_eq!(ones, 1);
         assert_eq!(disk.fault_counts().bit_flips, 1);
+    }
+
+    #[test]
+    fn flip_random_bits_rots_durable_bytes_under_a_directory_only() {
+        let disk = SimDisk::new(3);
+        disk.create_dir_all(p("a/b")).unwrap();
+        disk.create_dir_all(p("c")).unwrap();
+        for (name, len) in [("a/x", 1000), ("a/b/y", 3000), ("c/z", 4096)] {
+            let f = disk.create(p(name)).unwrap();
+            f.write_at(0, &vec![0; len]).unwrap();
+            f.sync_data().unwrap();
+        }
+        disk.sync_dir(p("a/b")).unwrap();
+        disk.sync_dir(p("a")).unwrap();
+        disk.sync_dir(p("c")).unwrap();
+        disk.sync_dir(p("")).unwrap();
+        let mut rng = SimRng::new(5);
+        let flipped = disk.flip_random_bits(p("a"), 7, &mut rng).unwrap();
+        assert_eq!(flipped.len(), 7);
+        assert!(
+            flipped
+                .iter()
+                .all(|(f, at)| (f == p("a/x") && *at < 1000) || (f == p("a/b/y") && *at < 3000))
+        );
+        let ones = |name: &str| {
+            let f = disk.open(p(name)).unwrap();
+            let mut buf = vec![0u8; f.len().unwrap() as usize];
+            f.read_at(0, &mut buf).unwrap();
+            buf.iter().map(|b| b.count_ones()).sum::<u32>()
+        };
+        let before = (ones("a/x"), ones("a/b/y"));
+        // Seven flips, possibly twice the same bit: an odd number of bits is set.
+        assert_eq!((before.0 + before.1) % 2, 1);
+        assert_eq!(ones("c/z"), 0);
+        assert_eq!(disk.fault_counts().bit_flips, 7);
+        // The rot is on the medium: it survives a crash.
+        disk.crash();
+        assert_eq!((ones("a/x"), ones("a/b/y")), before);
+        // Nothing durable: nothing flips.
+        disk.create_dir_all(p("d")).unwrap();
+        assert!(
+            disk.flip_random_bits(p("d"), 3, &mut rng)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(disk.flip_random_bits(p("nope"), 3, &mut rng).is_err());
     }
 
     #[test]
