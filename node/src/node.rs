@@ -998,6 +998,22 @@ fn open_cluster_id(disk: &DynDisk, dir: &Path, new_id: u64) -> Result<u64, NodeE
     match disk.open(&path) {
         Ok(f) => {
             let len = f.len()?;
+            if len == LEGACY_CLUSTER_FILE_BYTES as u64 {
+                // Written before the checksum existed: take the id and rewrite the
+                // file with its checksum, so an old directory opens and loses
+                // nothing. (A damaged current file can never have this length.)
+                let mut buf = [0u8; LEGACY_CLUSTER_FILE_BYTES];
+                f.read_at(0, &mut buf)?;
+                let id = std::str::from_utf8(&buf[..16])
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .filter(|_| buf[16] == b'\n')
+                    .ok_or_else(|| {
+                        NodeError::Corrupted(format!("{CLUSTER_FILE} does not parse"))
+                    })?;
+                write_file_atomic(disk, dir, CLUSTER_FILE, &encode_cluster_file(id))?;
+                return Ok(id);
+            }
             if len != CLUSTER_FILE_BYTES as u64 {
                 return Err(NodeError::Corrupted(format!(
                     "{CLUSTER_FILE} has {len} bytes"
@@ -1021,6 +1037,8 @@ fn open_cluster_id(disk: &DynDisk, dir: &Path, new_id: u64) -> Result<u64, NodeE
 
 /// Bytes of the `CLUSTER` file.
 const CLUSTER_FILE_BYTES: usize = 26;
+/// Bytes of the first format: 16 hex digits and a newline, no checksum.
+const LEGACY_CLUSTER_FILE_BYTES: usize = 17;
 
 /// The `CLUSTER` file: the cluster id as 16 lowercase hex digits, a space, the
 /// crc32 of the id's 8 little-endian bytes as 8 hex digits, a newline (26 bytes).

@@ -1750,24 +1750,30 @@ impl World {
     /// The operator sends membership change `change` to `leader`; `why` goes into
     /// the trace.
     fn send_change(&mut self, leader: u64, change: MembershipChange, why: String) {
-        let request = self.next_request;
+        let what = format!("{change:?}{why}");
+        self.send_admin(leader, Request::ChangeMembership(change), &what);
+    }
+
+    /// The operator's request `request` to `node`, traced as `what`.
+    fn send_admin(&mut self, node: u64, request: Request, what: &str) {
+        let id = self.next_request;
         self.next_request += 1;
         trace_event!(
             self.trace,
             self.now(),
             None,
             "admin",
-            "#{request} -> n{leader}: {change:?}{why}"
+            "#{id} -> n{node}: {what}"
         );
         self.requests.insert(
-            request,
+            id,
             RequestInfo {
                 client: ADMIN,
-                node: leader,
-                request: Request::ChangeMembership(change),
+                node,
+                request,
             },
         );
-        self.queue.schedule_in(0, Ev::Arrive(leader, request));
+        self.queue.schedule_in(0, Ev::Arrive(node, id));
     }
 
     /// Bit rot at rest on a minority of voters: each one crashes, random bits of its
@@ -1930,24 +1936,8 @@ impl World {
             _ => self.leader(),
         };
         let Some(node) = node else { return };
-        let request = self.next_request;
-        self.next_request += 1;
-        trace_event!(
-            self.trace,
-            self.now(),
-            None,
-            "admin",
-            "#{request} -> n{node}: backup {id} {strategy:?}"
-        );
-        self.requests.insert(
-            request,
-            RequestInfo {
-                client: ADMIN,
-                node,
-                request: Request::Backup { id, strategy },
-            },
-        );
-        self.queue.schedule_in(0, Ev::Arrive(node, request));
+        let what = format!("backup {id} {strategy:?}");
+        self.send_admin(node, Request::Backup { id, strategy }, &what);
         if self.shape.fail_leader_after_backup {
             let d = self.rng.between(0, 50) * 1_000_000;
             self.queue.schedule_in(d, Ev::FailLeader);

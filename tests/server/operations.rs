@@ -807,11 +807,11 @@ fn read_only_multi_blocks_are_one_snapshot() {
     let mut c = Cluster::new("snapshot-reads", 3);
     c.start();
     let (leader, _) = c.wait_leader(T);
-    // Writes on the leader; the blocks on a follower (their reads are ReadIndex
-    // reads there, their validation is forwarded to the leader).
+    // Writes on the leader; the blocks on a follower (one multi-key ReadIndex read
+    // there each).
     let (writer_addr, reader_addr) = (c.specs[leader].client, c.specs[(leader + 1) % 3].client);
-    // The writer pauses 5 ms after each MSET: back to back, it makes most blocks
-    // give up (see `read_only_multi_blocks_never_give_up_under_a_busy_writer`).
+    // The writer pauses 5 ms after each MSET, so the reader sees many distinct
+    // states; back to back is `read_only_multi_blocks_never_give_up_under_a_busy_writer`.
     let stats = snapshot_reads(
         writer_addr,
         reader_addr,

@@ -899,3 +899,35 @@ fn a_new_member_joins_by_snapshot_and_a_member_is_removed() {
     );
     assert_eq!(r, Response::NotLeader { leader: Some(l) });
 }
+
+#[test]
+fn a_cluster_file_without_checksum_is_upgraded_and_a_damaged_one_refused() {
+    let disk = SimDisk::new(5);
+    let dyn_disk: DynDisk = Arc::new(disk.clone());
+    dyn_disk.create_dir_all(Path::new("n")).unwrap();
+    let f = dyn_disk.create(Path::new("n/CLUSTER")).unwrap();
+    f.write_at(0, b"000000000000002a\n").unwrap();
+    f.sync_data().unwrap();
+    let rng = ChaCha8Rng::seed_from_u64(5);
+    let node = Node::open(
+        dyn_disk.clone(),
+        Path::new("n"),
+        NodeOptions::new(1, vec![1]),
+        rng,
+    )
+    .expect("an old directory opens");
+    assert_eq!(node.cluster_id(), 0x2a);
+    drop(node);
+    let f = dyn_disk.open(Path::new("n/CLUSTER")).unwrap();
+    assert_eq!(f.len().unwrap(), 26, "rewritten with its checksum");
+    // One flipped bit in the checksummed file: the node refuses to open.
+    let mut b = [0u8; 1];
+    f.read_at(3, &mut b).unwrap();
+    f.write_at(3, &[b[0] ^ 0x01]).unwrap();
+    f.sync_data().unwrap();
+    let rng = ChaCha8Rng::seed_from_u64(6);
+    match Node::open(dyn_disk, Path::new("n"), NodeOptions::new(1, vec![1]), rng) {
+        Err(ryu_node::NodeError::Corrupted(why)) => assert!(why.contains("CLUSTER"), "{why}"),
+        other => panic!("a damaged CLUSTER file must be refused: {other:?}"),
+    }
+}
