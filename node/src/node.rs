@@ -11,7 +11,7 @@ use ryu_engine::{Db, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use ryu_io::{DynDisk, IoError};
 use ryu_raft::{
     ConfChange, ConfChangeKind, ConfState, Config, DiskLog, DiskLogOptions, Entry, EntryKind,
-    Index, LogError, RawNode, Ready, Role, SnapshotMeta, SoftState, Storage, Term,
+    HardState, Index, LogError, RawNode, Ready, Role, SnapshotMeta, SoftState, Storage, Term,
 };
 
 use crate::api::{
@@ -234,6 +234,8 @@ pub struct Node {
     /// (a snapshot archive it was about to send): reported by the next
     /// `ready_finish`, which makes the driver reopen the node.
     pub(crate) detected_corruption: Option<String>,
+    /// Raft asked for a snapshot archive that does not exist: make a new one.
+    pub(crate) snapshot_archive_missing: bool,
     foreign_dropped: u64,
 }
 
@@ -277,7 +279,22 @@ impl Node {
         let corrupt = |e: ryu_raft::StorageError| NodeError::Corrupted(e.to_string());
         let snap = log.snapshot_meta().map_err(corrupt)?;
         let last = log.last_index().map_err(corrupt)?;
-        if applied.index > log.hard_state().commit || applied.index > last {
+        let hs = log.hard_state();
+        // The log's commit index is only a lower bound (see `DiskLog`'s meta), while
+        // the engine applies committed entries only. If the log holds the very entry
+        // the engine last applied, the log agrees with the engine up to there (log
+        // matching) and only its commit index lags: raise it, keeping the entries
+        // after it, which this node may have acknowledged to a leader.
+        let holds_applied = applied.index > hs.commit
+            && applied.index >= snap.index
+            && applied.index <= last
+            && log.term(applied.index).ok() == Some(applied.term);
+        if holds_applied {
+            log.set_hard_state(HardState {
+                commit: applied.index,
+                ..hs
+            })?;
+        } else if applied.index > hs.commit || applied.index > last {
             // The engine holds an installed snapshot the log has not recorded yet (a
             // crash between the two steps): the log catches up with the engine.
             log.install_snapshot(SnapshotMeta {
@@ -343,6 +360,7 @@ impl Node {
             snapshots_installed: 0,
             last_snapshot_error: None,
             detected_corruption: None,
+            snapshot_archive_missing: false,
             foreign_dropped: 0,
         };
         node.load_barriers()?;
@@ -604,7 +622,8 @@ impl Node {
 
     /// Whether [`Node::ready_begin`] has work.
     pub fn has_ready(&self) -> bool {
-        self.pending.is_none() && self.raw.has_ready()
+        // A durability fault is reported by `ready_finish`, even with nothing to do.
+        self.pending.is_none() && (self.raw.has_ready() || self.raw.durability_fault().is_some())
     }
 
     /// Take the next batch of Raft work: messages that may leave now go to the output;
@@ -635,6 +654,9 @@ impl Node {
     pub fn ready_finish(&mut self) -> Result<(), NodeError> {
         if let Some(why) = self.detected_corruption.take() {
             return Err(NodeError::Corrupted(why));
+        }
+        if let Some(why) = self.raw.durability_fault() {
+            return Err(NodeError::Corrupted(why.to_string()));
         }
         let Some(mut rd) = self.pending.take() else {
             return Ok(());

@@ -156,7 +156,8 @@ impl Node {
     /// Start a snapshot backup if the log holds enough applied entries.
     pub(crate) fn maybe_snapshot(&mut self) {
         let every = self.options.compact_after_entries;
-        if every == 0
+        let forced = self.snapshot_archive_missing;
+        if (every == 0 && !forced)
             || self
                 .jobs
                 .iter()
@@ -166,7 +167,7 @@ impl Node {
             return;
         }
         let first = self.raw.raft().log.first_index();
-        if self.applied.index < first + every {
+        if self.applied.index < first + every && !forced {
             return;
         }
         let dir = self.dir.join(SNAP_DIR);
@@ -227,6 +228,7 @@ impl Node {
             self.raw.storage_mut().compact(meta)?;
         }
         self.remove_old_archives(state.index)?;
+        self.snapshot_archive_missing = false;
         self.snapshots_made += 1;
         Ok(())
     }
@@ -268,7 +270,16 @@ impl Node {
                 };
                 let _ = self.raw.send_snapshot_chunk(req.to, chunk);
             }
-            Err(_) => self.raw.abort_snapshot(req.to),
+            Err(e) => {
+                self.raw.abort_snapshot(req.to);
+                if e.is_not_found() {
+                    // The log is compacted to an index whose archive is gone: Raft
+                    // would ask for it forever. Make a new one at the applied index
+                    // (at or above the log's snapshot index); compaction then moves
+                    // the log's snapshot to it and Raft offers that instead.
+                    self.snapshot_archive_missing = true;
+                }
+            }
         }
     }
 

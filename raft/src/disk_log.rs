@@ -20,8 +20,23 @@
 //!   24+P    4 crc32 of bytes 0 .. 24+P
 //! ```
 //!
-//! A slot is rewritten only after the other one is known durable, so a torn slot write
-//! leaves the previous state readable: term, vote and commit change atomically.
+//! The newest valid slot (highest sequence number) wins. Every update that changes
+//! anything but the commit index (term, vote, snapshot, membership, segment floor)
+//! is written to BOTH slots, one after the other with a sync after each; an update
+//! of the commit index alone is written to one slot, the older one. So the two slots
+//! always agree on everything except the commit index, and:
+//!
+//! - a torn slot write (a crash while writing it) leaves the other slot, which holds
+//!   either the previous state (the update was never acknowledged) or, when the tear
+//!   hit the second copy, the new state itself;
+//! - bit rot in one slot at rest loses at most the newest commit index, which is a
+//!   lower bound anyway (the commit index need not be durable for Raft's safety; the
+//!   node raises it again from the engine's applied index). Term and vote never roll
+//!   back: a node cannot vote twice in a term because one sector rotted.
+//!
+//! Both slots damaged is reported as `Corrupted`, never guessed around. Files written
+//! with alternating slots by earlier builds read the same way and are rewritten to
+//! both slots when opened.
 //!
 //! `log-<seq:020>`: append-only segments, ordered by sequence number. Sector 0 is the
 //! segment header; then sector-aligned batches, one per `append` call:
@@ -181,6 +196,9 @@ pub struct DiskLog {
     meta: Meta,
     meta_file: DynFile,
     meta_seq: u64,
+    /// What both slots agree on (everything but the commit index), as last written;
+    /// `None` until both slots are known to hold it.
+    meta_both: Option<Meta>,
     segments: Vec<Segment>,
     /// Sequence number of the next segment to create.
     next_segment_seq: u64,
@@ -445,6 +463,7 @@ impl DiskLog {
             meta,
             meta_file,
             meta_seq,
+            meta_both: None,
             segments: Vec::new(),
             next_segment_seq: 1,
             entries: Vec::new(),
@@ -636,11 +655,21 @@ impl DiskLog {
         slot.extend_from_slice(&payload);
         let crc = crc32fast::hash(&slot);
         slot.extend_from_slice(&crc.to_le_bytes());
+        let mut agreed = self.meta.clone();
+        agreed.hard_state.commit = 0;
+        let both = self.meta_both.as_ref() != Some(&agreed);
+        // The older slot first: until it is durable the newer one still holds the
+        // previous state whole.
+        let first = seq % 2;
+        let slots: &[u64] = if both { &[first, 1 - first] } else { &[first] };
         let file = self.meta_file.clone();
-        file.write_at((seq % 2) * SLOT_SIZE, &slot)
-            .inspect_err(|_| self.poisoned = true)?;
-        self.sync(&file)?;
+        for &slot_no in slots {
+            file.write_at(slot_no * SLOT_SIZE, &slot)
+                .inspect_err(|_| self.poisoned = true)?;
+            self.sync(&file)?;
+        }
         self.meta_seq = seq;
+        self.meta_both = Some(agreed);
         Ok(())
     }
 

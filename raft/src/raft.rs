@@ -86,6 +86,10 @@ pub struct Raft<S: Storage> {
     pub(crate) lease_read: Option<LeaseRead>,
     pub(crate) max_msg_bytes: u64,
     pub(crate) max_chunk_bytes: u64,
+    /// Set when this node finds that its log lost entries it had acknowledged as
+    /// durable (its disk lied). The core then refuses to act on the evidence; the
+    /// application must stop the node (see [`crate::RawNode::durability_fault`]).
+    pub durability_fault: Option<String>,
     rng: ChaCha8Rng,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<crate::bugs::PlantedBug>,
@@ -108,6 +112,7 @@ impl<S: Storage> Raft<S> {
             sent_timeout_now: false,
             restart_guard: config.lease_read.is_some() && hs.term > 0,
             read_only: ReadOnly::default(),
+            durability_fault: None,
             pending_reads: Vec::new(),
             read_states: Vec::new(),
             msgs: Vec::new(),

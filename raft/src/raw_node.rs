@@ -171,6 +171,14 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Whether `ready` has work. Always false while a `Ready` awaits `advance`.
+    /// Evidence that this node's durable log lost entries it had acknowledged (a
+    /// disk that lies, or a storage bug). Once set, the node must not go on: the
+    /// application stops it and reports the damage; restarting on the same log is
+    /// only safe if the loss is repaired (in practice the node is replaced).
+    pub fn durability_fault(&self) -> Option<&str> {
+        self.raft.durability_fault.as_deref()
+    }
+
     pub fn has_ready(&self) -> bool {
         if self.handed.is_some() {
             return false;

@@ -270,6 +270,17 @@ impl<S: Storage> Raft<S> {
         context: Vec<u8>,
         sent_tick: u64,
     ) {
+        let last = self.log.last_index();
+        if commit > last {
+            // A leader sends at most the match index it heard from us, so we once
+            // acknowledged `commit` as durable and our log has since lost it. What
+            // sits at those indices now may be a stale entry resurrected from
+            // under a lost suffix: commit nothing and report.
+            self.durability_fault.get_or_insert_with(|| {
+                format!("leader {from} says this node acknowledged entry {commit} but its log ends at {last}")
+            });
+            return;
+        }
         self.log.commit_to(commit);
         let body = MessageBody::HeartbeatResp { context, sent_tick };
         self.send(self.message(from, body));

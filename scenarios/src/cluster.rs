@@ -845,9 +845,11 @@ impl World {
                     now,
                     Some(id),
                     "start",
-                    "applied={} hs={:?}",
+                    "applied={} hs={:?} log={}..={}",
                     node.applied().index,
-                    node.raft().hard_state()
+                    node.raft().hard_state(),
+                    ryu_raft::Storage::first_index(node.raft().storage()).unwrap_or(0),
+                    ryu_raft::Storage::last_index(node.raft().storage()).unwrap_or(0)
                 );
                 n.node = Some(node);
             }

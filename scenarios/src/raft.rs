@@ -969,6 +969,10 @@ impl World {
             return Ok(());
         }
         let raw = node.raw.as_mut().expect("up");
+        if let Some(why) = raw.durability_fault() {
+            // The disks here never rot: a node losing what it acknowledged is a bug.
+            return Err(format!("durability: node {id}: {why}"));
+        }
         if !raw.has_ready() {
             return Ok(());
         }

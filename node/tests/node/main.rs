@@ -698,8 +698,8 @@ fn a_cluster_backup_with_a_node_down_fails_unless_a_quorum_suffices() {
     assert_eq!(m.nodes.iter().filter(|n| n.status == "ok").count(), 2);
 }
 
-#[test]
-fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
+/// Three nodes compacting every 10 entries, a leader, and a follower that is down.
+fn compacting_cluster_with_a_lagging_follower() -> (Cluster, u64, u64) {
     let mut c = Cluster::new(3);
     c.compact = 10;
     for id in 1..=3 {
@@ -709,16 +709,11 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
     let l = c.tick_until_leader();
     let lagging = (1..=3).find(|&i| i != l).unwrap();
     c.down.push(lagging);
-    for i in 0..60 {
-        let r = c.call(l, i, put(&format!("k{i:02}"), &format!("v{i}")));
-        assert!(matches!(r, Response::Committed { .. }), "{r:?}");
-    }
-    let (made, _) = c.nodes[&l].snapshot_counts();
-    assert!(made >= 2, "the leader made {made} snapshots");
-    assert!(
-        c.nodes[&l].raft().raft().log.first_index() > 10,
-        "the log was compacted"
-    );
+    (c, l, lagging)
+}
+
+/// Bring the lagging follower back and run until it applied what the leader did.
+fn catch_up(c: &mut Cluster, l: u64, lagging: u64) {
     c.down.clear();
     for _ in 0..100 {
         for n in c.nodes.values_mut() {
@@ -729,6 +724,22 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
             break;
         }
     }
+}
+
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
+    let (mut c, l, lagging) = compacting_cluster_with_a_lagging_follower();
+    for i in 0..60 {
+        let r = c.call(l, i, put(&format!("k{i:02}"), &format!("v{i}")));
+        assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+    }
+    let (made, _) = c.nodes[&l].snapshot_counts();
+    assert!(made >= 2, "the leader made {made} snapshots");
+    assert!(
+        c.nodes[&l].raft().raft().log.first_index() > 10,
+        "the log was compacted"
+    );
+    catch_up(&mut c, l, lagging);
     let (_, installed) = c.nodes[&lagging].snapshot_counts();
     assert!(installed >= 1, "the follower installed no snapshot");
     assert_eq!(
@@ -748,6 +759,50 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
     let r = c.call(lagging, 1001, get("after"));
     assert_eq!(value(&r), Some(&b"x"[..]));
     assert_eq!(value(&c.call(lagging, 1002, get("k07"))), Some(&b"v7"[..]));
+}
+
+/// Regression (scenario disk-corruption-on-a-minority, seed 4128): a leader whose
+/// log was compacted to an index with no snapshot archive on disk offered an empty
+/// snapshot forever and the follower never caught up. It now makes a new archive.
+#[test]
+fn regression_a_missing_snapshot_archive_is_made_again() {
+    use ryu_io::Disk;
+    let (mut c, l, lagging) = compacting_cluster_with_a_lagging_follower();
+    // Write until the leader has just compacted, so that no new snapshot is due by
+    // the size threshold: only a missing archive can make one.
+    let mut i = 0;
+    loop {
+        let r = c.call(l, i, put(&format!("k{i:03}"), "v"));
+        assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+        i += 1;
+        let n = &c.nodes[&l];
+        let first = n.raft().raft().log.first_index();
+        if first > 10 && n.applied().index + 1 < first + 10 {
+            break;
+        }
+        assert!(i < 200, "the leader never compacted");
+    }
+    let (made_before, _) = c.nodes[&l].snapshot_counts();
+    let snap_dir = Path::new("n").join(ryu_node::snapshots::SNAP_DIR);
+    let disk = c.disks[&l].clone();
+    let mut removed = 0;
+    for name in disk.list(&snap_dir).unwrap() {
+        if name.ends_with(".snap") {
+            disk.remove(&snap_dir.join(&name)).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed >= 1, "no archive to remove");
+    catch_up(&mut c, l, lagging);
+    let (made_after, _) = c.nodes[&l].snapshot_counts();
+    assert!(made_after > made_before, "the leader made no new archive");
+    assert_eq!(
+        c.nodes[&lagging].applied().index,
+        c.nodes[&l].applied().index,
+        "the follower did not catch up"
+    );
+    let (_, installed) = c.nodes[&lagging].snapshot_counts();
+    assert!(installed >= 1, "the follower installed no snapshot");
 }
 
 #[test]

@@ -166,6 +166,72 @@ fn damage_before_the_tail_is_reported() {
     }
 }
 
+fn flip_meta_byte(disk: &SimDisk, offset: u64) {
+    let f = disk.open(&Path::new("raft").join("meta")).unwrap();
+    let mut b = [0u8; 1];
+    f.read_at(offset, &mut b).unwrap();
+    f.write_at(offset, &[b[0] ^ 0x10]).unwrap();
+    f.sync_data().unwrap();
+}
+
+/// Regression (scenario disk-corruption-on-a-minority, seeds 3118 and 3992): bit rot
+/// in the newer meta slot made `open` fall back to the older slot, rolling term,
+/// vote and commit back; the node then discarded entries it had acknowledged. Term
+/// and vote are now in both slots; rot in either loses at most the newest commit.
+#[test]
+fn regression_meta_rot_in_one_slot_never_rolls_term_or_vote_back() {
+    for slot in 0..2u64 {
+        let disk = SimDisk::new(40 + slot);
+        let mut log = open(&disk).unwrap();
+        log.append(&[e(1, 1, "a"), e(2, 3, "b")]).unwrap();
+        for (term, vote) in [(2, 2), (3, 3)] {
+            log.set_hard_state(HardState {
+                term,
+                vote: Some(NodeId(vote)),
+                commit: 0,
+            })
+            .unwrap();
+        }
+        drop(log);
+        flip_meta_byte(&disk, slot * 4096 + 30); // inside the slot's payload
+        let mut log = open(&disk).unwrap();
+        let hs = log.hard_state();
+        assert_eq!(
+            (hs.term, hs.vote),
+            (3, Some(NodeId(3))),
+            "slot {slot}: {hs:?}"
+        );
+        assert_eq!(all(&log).len(), 2, "slot {slot}: entries lost");
+        // A commit-only update goes to one slot; rot in either loses at most it.
+        log.set_hard_state(HardState {
+            term: 3,
+            vote: Some(NodeId(3)),
+            commit: 2,
+        })
+        .unwrap();
+        drop(log);
+        flip_meta_byte(&disk, (1 - slot) * 4096 + 30);
+        let hs = open(&disk).unwrap().hard_state();
+        assert_eq!((hs.term, hs.vote), (3, Some(NodeId(3))), "slot {slot}");
+        assert!(hs.commit <= 2, "slot {slot}: {hs:?}");
+    }
+}
+
+/// Both meta slots damaged: reported, never guessed around.
+#[test]
+fn both_meta_slots_damaged_is_reported() {
+    let disk = SimDisk::new(45);
+    let mut log = open(&disk).unwrap();
+    log.append(&[e(1, 1, "a")]).unwrap();
+    drop(log);
+    flip_meta_byte(&disk, 30);
+    flip_meta_byte(&disk, 4096 + 30);
+    match open(&disk) {
+        Err(LogError::Corrupted { .. }) => {}
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
 /// A damaged final batch is a torn tail (cut off) unless the commit index covers it.
 #[test]
 fn torn_tail_is_cut_but_not_below_the_commit_index() {

@@ -135,6 +135,27 @@ fn regression_a_rotten_snapshot_archive_is_not_sent() {
     assert_seeds("disk-corruption-on-a-minority", 4971..4972, &[]);
 }
 
+/// Regression (disk-corruption-on-a-minority seeds 3118 and 3992): bit rot in the
+/// newer slot of the Raft log's `meta` rolled term, vote and commit back to the
+/// older slot; the node, seeing its engine ahead of that commit, discarded its
+/// whole log, entries it had acknowledged included, and then panicked on the
+/// leader's next heartbeat. Term and vote are now in both slots, the node only
+/// raises a lagging commit, and a heartbeat beyond the log is a reported fault.
+#[test]
+fn regression_meta_slot_rot_does_not_discard_acknowledged_entries() {
+    assert_seeds("disk-corruption-on-a-minority", 3118..3119, &[]);
+    assert_seeds("disk-corruption-on-a-minority", 3992..3993, &[]);
+}
+
+/// Regression (disk-corruption-on-a-minority seed 4128): the same rollback left a
+/// leader's log compacted to an index with no snapshot archive; it offered an empty
+/// snapshot forever and the cluster never converged. A missing archive is now made
+/// again.
+#[test]
+fn regression_a_missing_snapshot_archive_is_made_again() {
+    assert_seeds("disk-corruption-on-a-minority", 4128..4129, &[]);
+}
+
 /// Seeds per catalogue entry under `cargo test` (the sweep runs more).
 const CATALOGUE_SEEDS: std::ops::Range<u64> = 1000..1050;
 
