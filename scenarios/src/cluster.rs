@@ -420,6 +420,7 @@ pub fn run_profile(profile: Profile, opts: &RunOptions) -> RunReport {
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
+        sim_ns: world.now(),
         faults: world.faults.scheduled(),
         summary: world.summary(),
         result: result.map_err(|message| Failure {

@@ -103,6 +103,8 @@ pub struct RunReport {
     pub seed: u64,
     pub fingerprint: u64,
     pub events: u64,
+    /// Simulated time the run covered, in nanoseconds (0 if it panicked).
+    pub sim_ns: u64,
     /// How many faults the run scheduled (numbered `0..faults`), skipped ones included.
     pub faults: u64,
     pub summary: String,
@@ -250,6 +252,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<RunReport, String> {
             seed: opts.seed,
             fingerprint: 0,
             events: 0,
+            sim_ns: 0,
             faults: faults::thread_count(),
             summary: String::new(),
             result: Err(Failure {

@@ -3,7 +3,7 @@
 //! ```text
 //! ryu-scenarios list
 //! ryu-scenarios run --seed N [--scenario S] [--bug B]... [--trace] [--skip-faults 1,4,7]
-//! ryu-scenarios sweep --seeds A..B [--scenario S] [--bug B]... [--threads T]
+//! ryu-scenarios sweep --seeds A..B [--scenario S] [--bug B]... [--threads T] [--one-per-seed]
 //! ryu-scenarios check-determinism --seed N [--scenario S]
 //! ryu-scenarios timeline --scenario S --seed N [--bug B] [--skip-faults ..] --out FILE.html
 //! ryu-scenarios shrink --scenario S --seed N [--bug B] [--skip-faults ..]
@@ -93,6 +93,11 @@ enum Command {
         /// Stop at the first failing seed.
         #[arg(long)]
         fail_fast: bool,
+        /// Run one scenario per seed instead of every selected one: seed `s` runs
+        /// the `(s mod n)`-th of the `n` selected scenarios (in `list` order), so a
+        /// range of seeds is spread evenly over the catalogue.
+        #[arg(long)]
+        one_per_seed: bool,
     },
     /// Run a seed twice in this process and compare trace fingerprints.
     CheckDeterminism {
@@ -216,6 +221,7 @@ fn execute(command: Command) -> Result<bool, String> {
             bugs,
             threads,
             fail_fast,
+            one_per_seed,
         } => {
             let range = parse_range(&seeds)?;
             let names = scenario_names(&scenario)?;
@@ -225,7 +231,12 @@ fn execute(command: Command) -> Result<bool, String> {
                     &options(range.start, std::slice::from_ref(bug), false, false),
                 )?;
             }
-            sweep(range, &names, &bugs, threads, fail_fast)
+            let plan = SweepPlan {
+                threads,
+                fail_fast,
+                one_per_seed,
+            };
+            sweep(range, &names, &bugs, plan)
         }
         Command::CheckDeterminism {
             seed,
@@ -255,22 +266,33 @@ fn execute(command: Command) -> Result<bool, String> {
     }
 }
 
+/// How a sweep runs its seeds.
+struct SweepPlan {
+    threads: Option<usize>,
+    fail_fast: bool,
+    one_per_seed: bool,
+}
+
 /// Run seeds on worker threads. Each seed's run is single-threaded and deterministic;
-/// threads only share the seed counter and the failure list, and results are printed
-/// sorted by seed, so the output does not depend on scheduling.
-#[allow(clippy::disallowed_methods)] // the CLI is a driver: it owns threads, the runs do not
+/// threads only share the seed counter, the totals and the failure list, and results
+/// are printed sorted by seed, so the output does not depend on scheduling (only the
+/// wall-clock time in the summary does).
+#[allow(clippy::disallowed_methods)] // the CLI is a driver: it owns threads and the clock, the runs do not
 fn sweep(
     range: std::ops::Range<u64>,
     names: &[&'static str],
     bugs: &[String],
-    threads: Option<usize>,
-    fail_fast: bool,
+    plan: SweepPlan,
 ) -> Result<bool, String> {
-    let threads = threads
+    let threads = plan
+        .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let started = std::time::Instant::now();
     let next = AtomicU64::new(range.start);
     let done = AtomicU64::new(0);
+    let runs = AtomicU64::new(0);
+    let sim_ns = AtomicU64::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let total = range.end - range.start;
@@ -282,23 +304,34 @@ fn sweep(
                     if seed >= range.end || stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    for name in names {
+                    let chosen: &[&'static str] = if plan.one_per_seed {
+                        let i = (seed % names.len() as u64) as usize;
+                        &names[i..=i]
+                    } else {
+                        names
+                    };
+                    for name in chosen {
                         let opts = options(seed, bugs, false, false);
                         let report = run(name, &opts).expect("scenario names were checked");
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        sim_ns.fetch_add(report.sim_ns, Ordering::SeqCst);
                         if report.result.is_err() {
                             let text = format!("{}{}\n", report.render(), report.replay(&opts));
                             failures
                                 .lock()
                                 .expect("no panics while held")
                                 .push((seed, text));
-                            if fail_fast {
+                            if plan.fail_fast {
                                 stop.store(true, Ordering::SeqCst);
                             }
                         }
                     }
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     if n.is_multiple_of(1000) {
-                        eprintln!("swept {n}/{total} seeds");
+                        eprintln!(
+                            "swept {n}/{total} seeds in {:.0} s",
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                 }
             });
@@ -309,14 +342,25 @@ fn sweep(
     for (_, text) in &failures {
         print!("{text}");
     }
-    let swept = done.load(Ordering::SeqCst);
+    let wall = started.elapsed().as_secs_f64();
+    let sim = sim_ns.load(Ordering::SeqCst) as f64 / 1e9;
     println!(
-        "sweep {}..{} scenarios={} : {} seeds run, {} failed",
+        "sweep {}..{} scenarios={}{} : {} seeds run ({} runs), {} failed; wall {:.0} s on {} threads, simulated {:.0} s ({:.1}x wall)",
         range.start,
         range.end,
         names.join(","),
-        swept,
-        failures.len()
+        if plan.one_per_seed {
+            " (one per seed)"
+        } else {
+            ""
+        },
+        done.load(Ordering::SeqCst),
+        runs.load(Ordering::SeqCst),
+        failures.len(),
+        wall,
+        threads,
+        sim,
+        sim / wall.max(1e-9)
     );
     Ok(failures.is_empty())
 }

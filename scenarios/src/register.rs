@@ -335,6 +335,7 @@ pub fn run(opts: &RunOptions) -> RunReport {
         seed: opts.seed,
         fingerprint: world.trace.fingerprint(),
         events: world.trace.events(),
+        sim_ns: world.now(),
         faults: world.faults.scheduled(),
         summary: format!("{}; {counts}", world.shape_summary()),
         result: result.map_err(|message| Failure {
