@@ -277,7 +277,7 @@ struct SweepPlan {
 /// threads only share the seed counter, the totals and the failure list, and results
 /// are printed sorted by seed, so the output does not depend on scheduling (only the
 /// wall-clock time in the summary does).
-#[allow(clippy::disallowed_methods)] // the CLI is a driver: it owns threads and the clock, the runs do not
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the CLI is a driver: it owns threads and the clock, the runs do not
 fn sweep(
     range: std::ops::Range<u64>,
     names: &[&'static str],
