@@ -18,6 +18,12 @@
 //! earlier ones are durable: no reader ever sees a commit a crash could take away.
 //! Versions not yet durable are still in the delta, so a later writer of the same key
 //! conflicts with them (first committer wins).
+//!
+//! With `Options::sync_commits` off (a Raft node: its log already holds every commit
+//! durably), "durable" above reads "written to the WAL file": a group is visible once
+//! written, and [`Db::sync`] or a checkpoint makes it durable. A crash can then take
+//! visible commits away, which is why only a caller that can supply them again may
+//! turn the option off.
 
 use crate::error::{Error, Result, Ts};
 use crate::page::{
@@ -50,6 +56,15 @@ pub struct Options {
     /// When the in-memory delta exceeds this many bytes, the committing thread runs a
     /// checkpoint after its commit is durable. `0` disables (call [`Db::checkpoint`]).
     pub checkpoint_after_bytes: u64,
+    /// Whether each group of commits is synced before it becomes visible (the
+    /// default). Turn it off only when every commit is also durable elsewhere and can
+    /// be supplied again after a crash, as a Raft node's applied entries are in its
+    /// log: a group then becomes visible once written to the WAL file, [`Db::sync`]
+    /// or a checkpoint makes it durable, and recovery ends the WAL at the first
+    /// record it cannot read (any unsynced group may be lost or torn, so damage can
+    /// no longer be told from a torn tail). [`Db::last_committed_ts`] after a reopen
+    /// says where the caller must resume.
+    pub sync_commits: bool,
 }
 
 impl Default for Options {
@@ -58,6 +73,7 @@ impl Default for Options {
             cache_pages: 4096,
             wal_segment_bytes: 8 << 20,
             checkpoint_after_bytes: 64 << 20,
+            sync_commits: true,
         }
     }
 }
@@ -91,7 +107,10 @@ struct State {
     delta_bytes: u64,
     last_assigned_ts: Ts,
     visible_ts: Ts,
+    /// Every record up to here is in the WAL file (and synced, with `sync_commits`).
     durable_lsn: u64,
+    /// Without `sync_commits`: segment files written since they were last synced.
+    unsynced: BTreeMap<u64, ryu_io::DynFile>,
     wal: WalWriter,
     flushing: bool,
     snapshots: BTreeMap<u64, Snapshot>,
@@ -256,8 +275,15 @@ impl Inner {
         }
         st.flushing = true;
         drop(st);
-        let result = wal::write_chunks(&mut chunks);
+        let result = wal::write_chunks(&mut chunks, self.options.sync_commits);
         let mut st = self.lock();
+        if !self.options.sync_commits {
+            for c in &chunks {
+                st.unsynced
+                    .entry(c.segment)
+                    .or_insert_with(|| c.file().clone());
+            }
+        }
         st.flushing = false;
         self.durable.notify_all();
         match result {
@@ -405,6 +431,7 @@ impl Db {
             current.wal_segment,
             current.wal_lsn,
             current.checkpoint_ts,
+            !options.sync_commits,
             |ts, writes| {
                 for (k, v) in writes {
                     delta_bytes += version_bytes(&k, &v);
@@ -441,6 +468,7 @@ impl Db {
             last_assigned_ts: recovered.last_ts,
             visible_ts: recovered.last_ts,
             durable_lsn: recovered.next_lsn - 1,
+            unsynced: BTreeMap::new(),
             wal,
             flushing: false,
             snapshots: BTreeMap::new(),
@@ -535,12 +563,39 @@ impl Db {
         })
     }
 
-    /// Make every buffered commit durable now (the simulator's explicit flush).
+    /// Make every buffered commit durable now (the simulator's explicit flush); without
+    /// `sync_commits`, written and visible but not synced (see [`Db::sync`]).
     /// Like a commit's wait, it may run an automatic checkpoint afterwards.
     pub fn flush(&self) -> Result<()> {
         let lsn = self.inner.lock().wal.next_lsn - 1;
         self.inner.wait_durable(lsn)?;
         self.inner.maybe_auto_checkpoint();
+        Ok(())
+    }
+
+    /// Make every commit so far durable: with `sync_commits` the same as
+    /// [`Db::flush`]; without it, also sync the WAL files written since the last sync.
+    /// A failed sync poisons the database.
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        if self.inner.options.sync_commits {
+            return Ok(());
+        }
+        let files = {
+            let mut st = self.inner.lock();
+            // After a failed sync the fate of the written records is unknown (Linux
+            // may have dropped the dirty pages): nothing may be called durable again.
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            std::mem::take(&mut st.unsynced)
+        };
+        for file in files.values() {
+            if let Err(e) = file.sync_data() {
+                self.inner.lock().poisoned = true;
+                return Err(Error::io("wal sync", e));
+            }
+        }
         Ok(())
     }
 
@@ -686,6 +741,8 @@ impl Db {
             // superblock is ever found damaged, open falls back to the previous one,
             // whose pages this checkpoint did not touch, and replays from there.
             let previous_wal = st.current.wal_segment;
+            // Everything up to the checkpoint is durable in pages now.
+            st.unsynced.retain(|&n, _| n >= sb.wal_segment);
             st.current = sb;
             st.free_now.extend(merge.alloc.free.iter().copied());
             st.freed_at

@@ -390,7 +390,9 @@ impl WalWriter {
 
 /// Write and sync chunks in order: a segment's records are durable before anything is
 /// written to the next. (Segment directory entries were made durable at creation.)
-pub(crate) fn write_chunks(chunks: &mut [Chunk]) -> Result<()> {
+/// Seal and write every chunk; sync each one after writing it unless `sync` is false
+/// (a database whose commits are durable elsewhere: see `Options::sync_commits`).
+pub(crate) fn write_chunks(chunks: &mut [Chunk], sync: bool) -> Result<()> {
     for c in chunks.iter_mut() {
         let starts = c.record_starts.clone();
         for (i, &s) in starts.iter().enumerate() {
@@ -400,9 +402,18 @@ pub(crate) fn write_chunks(chunks: &mut [Chunk]) -> Result<()> {
         c.file
             .write_at(c.start, &c.bytes)
             .map_err(|e| Error::io("wal write", e))?;
-        c.file.sync_data().map_err(|e| Error::io("wal sync", e))?;
+        if sync {
+            c.file.sync_data().map_err(|e| Error::io("wal sync", e))?;
+        }
     }
     Ok(())
+}
+
+impl Chunk {
+    /// The segment file this chunk was written to.
+    pub(crate) fn file(&self) -> &DynFile {
+        &self.file
+    }
 }
 
 enum Parsed {
@@ -571,18 +582,35 @@ pub(crate) fn list_segments(disk: &DynDisk, dir: &Path) -> Result<Vec<u64>> {
 /// `first_lsn`) whose commit timestamp is above `after_ts`, calling `apply` in order.
 /// Cuts a torn tail off the last written segment and removes the empty segments after
 /// it; reports any other damage as `Corrupted`.
+///
+/// `lenient` is for a WAL written without a sync per group (`Options::sync_commits`
+/// off): any group may then be lost or torn in a crash, so damage cannot be told from
+/// a torn tail. The first record (or segment) that does not read cleanly ends the
+/// log; it and everything after it are cut off durably, so that nothing behind the
+/// cut can come back later. The caller supplies the lost commits again.
 pub(crate) fn recover(
     disk: &DynDisk,
     dir: &Path,
     first_segment: u64,
     first_lsn: u64,
     after_ts: Ts,
+    lenient: bool,
     mut apply: impl FnMut(Ts, Vec<Write>) -> Result<()>,
 ) -> Result<Recovered> {
-    let numbers: Vec<u64> = list_segments(disk, dir)?
+    let mut numbers: Vec<u64> = list_segments(disk, dir)?
         .into_iter()
         .filter(|&n| n >= first_segment)
         .collect();
+    // In lenient mode a gap ends the log: the segments after it are cut off.
+    let contiguous = numbers
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &n)| n == first_segment + i as u64)
+        .count();
+    if lenient && contiguous < numbers.len() {
+        remove_segments(disk, dir, &numbers[contiguous..])?;
+        numbers.truncate(contiguous);
+    }
     if numbers.first().is_some_and(|&n| n != first_segment) {
         return Err(Error::corrupted(
             dir.join(segment_name(first_segment)),
@@ -626,20 +654,31 @@ pub(crate) fn recover(
             // successful sync of the segment, so a blank header proves no record here
             // was ever acknowledged: the segment is a torn tail, unless a later segment
             // (written only after this one synced) holds records.
-            if later_written {
+            if later_written && !lenient {
                 return Err(Error::corrupted(
                     path,
                     0,
                     "WAL segment header lost before written records",
                 ));
             }
-            out.truncated_tail |= has_records(b);
+            out.truncated_tail |= has_records(b) || later_written;
             remove_segments(disk, dir, &numbers[i..])?;
             out.next_segment = numbers[i];
             return Ok(out);
         }
-        check_segment_header(b, numbers[i], out.next_lsn, path)?;
+        match check_segment_header(b, numbers[i], out.next_lsn, path) {
+            Ok(()) => {}
+            Err(Error::Corrupted { .. }) if lenient => {
+                // A damaged header ends the log here.
+                out.truncated_tail = true;
+                remove_segments(disk, dir, &numbers[i..])?;
+                out.next_segment = numbers[i];
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        }
         let mut pos = SEG_HEADER;
+        let mut cut = false;
         loop {
             match parse_at(b, pos) {
                 Parsed::Valid {
@@ -649,10 +688,18 @@ pub(crate) fn recover(
                     base,
                     payload,
                 } if lsn == out.next_lsn && offset == pos as u64 && base <= offset => {
-                    let (ts, writes) = decode_payload(&payload).ok_or_else(|| {
-                        Error::corrupted(path, pos as u64, "malformed WAL payload")
-                    })?;
+                    let Some((ts, writes)) = decode_payload(&payload) else {
+                        if lenient {
+                            cut = true;
+                            break;
+                        }
+                        return Err(Error::corrupted(path, pos as u64, "malformed WAL payload"));
+                    };
                     if ts <= out.last_ts && ts > after_ts {
+                        if lenient {
+                            cut = true;
+                            break;
+                        }
                         return Err(Error::corrupted(
                             path,
                             pos as u64,
@@ -667,6 +714,10 @@ pub(crate) fn recover(
                     out.next_lsn += 1;
                     pos += len;
                 }
+                Parsed::Valid { .. } if lenient => {
+                    cut = true;
+                    break;
+                }
                 Parsed::Valid { .. } => {
                     return Err(Error::corrupted(
                         path,
@@ -677,15 +728,23 @@ pub(crate) fn recover(
                 _ => break,
             }
         }
-        let end = classify_end(b, pos, later_written, path)?;
-        if later_written {
+        let end = if cut {
+            EndKind::Torn
+        } else {
+            match classify_end(b, pos, later_written, path) {
+                Ok(end) => end,
+                Err(Error::Corrupted { .. }) if lenient => EndKind::Torn,
+                Err(e) => return Err(e),
+            }
+        };
+        if later_written && end == EndKind::Clean {
             continue;
         }
-        if end == EndKind::Torn {
+        if end == EndKind::Torn || later_written {
             out.truncated_tail = true;
         }
         // Cut the preallocated or torn rest so that this segment reads cleanly once
-        // newer segments follow it, and drop the empty segments created after it.
+        // newer segments follow it, and drop the segments created after it.
         if (b.len() as u64) > pos as u64 {
             file.set_len(pos as u64)
                 .map_err(|e| Error::io("wal truncate", e))?;

@@ -218,7 +218,10 @@ impl Node {
         ryu_backup::remove_tree(&self.disk, &dir.join(SNAP_ID))
             .map_err(|e| NodeError::Corrupted(e.to_string()))?;
         // Applied entries are committed and durable in the log: the snapshot may
-        // replace them.
+        // replace them once the engine's copy of them is durable too (without
+        // `sync_commits` a crash could otherwise take the engine back below the
+        // compaction point, with no log left to replay from).
+        self.db.sync()?;
         let meta = SnapshotMeta {
             index: state.index,
             term: state.term,

@@ -20,6 +20,7 @@ pub fn small_options() -> Options {
         cache_pages: 64,
         wal_segment_bytes: 16 << 10,
         checkpoint_after_bytes: 0,
+        sync_commits: true,
     }
 }
 

@@ -41,6 +41,7 @@ fn options() -> Options {
         cache_pages: 32,
         wal_segment_bytes: 8 << 10,
         checkpoint_after_bytes: 0,
+        sync_commits: true,
     }
 }
 

@@ -16,6 +16,7 @@ pub fn small_options() -> Options {
         cache_pages: 64,
         wal_segment_bytes: 64 << 10,
         checkpoint_after_bytes: 0,
+        sync_commits: true,
     }
 }
 

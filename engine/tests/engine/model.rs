@@ -126,6 +126,7 @@ fn options() -> Options {
         cache_pages: 16,
         wal_segment_bytes: 32 << 10,
         checkpoint_after_bytes: 0,
+        sync_commits: true,
     }
 }
 
@@ -283,6 +284,7 @@ fn run_tree(batches: Vec<Batch>) {
         cache_pages: 8,
         wal_segment_bytes: 1 << 20,
         checkpoint_after_bytes: 0,
+        sync_commits: true,
     };
     let db = Db::open(Arc::new(disk.clone()), Path::new(DIR), options.clone()).unwrap();
     let mut model: crate::common::State = BTreeMap::new();
