@@ -236,7 +236,15 @@ pub fn backup_offline(data_dir: &Path, store: &Path, node: u64, id: Option<&str>
         }
     };
     let (disk, dir) = disk_for(&engine_dir(data_dir));
-    let db = ryu_engine::Db::open(disk, &dir, ryu_engine::Options::default()).map_err(fail(
+    // A node's engine WAL is written without a sync per apply (its Raft log holds
+    // every entry): open it the way the node does, or a torn unsynced tail after a
+    // power loss would read as damage. The backup then holds the engine's state as
+    // of its last durable applied entry (a clean stop syncs everything).
+    let options = ryu_engine::Options {
+        sync_commits: false,
+        ..ryu_engine::Options::default()
+    };
+    let db = ryu_engine::Db::open(disk, &dir, options).map_err(fail(
         "cannot open the engine (is this a stopped ryu data directory?)",
     ))?;
     let (store_disk, store_dir) = disk_for(store);

@@ -311,6 +311,28 @@ impl Inner {
         Ok(lsn)
     }
 
+    /// Without `sync_commits`: sync the WAL segments numbered below `end` that were
+    /// written since their last sync.
+    fn sync_segments_below(&self, end: u64) -> Result<()> {
+        let files = {
+            let mut st = self.lock();
+            // After a failed sync the fate of the written records is unknown (Linux
+            // may have dropped the dirty pages): nothing may be called durable again.
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let keep = st.unsynced.split_off(&end);
+            std::mem::replace(&mut st.unsynced, keep)
+        };
+        for file in files.values() {
+            if let Err(e) = file.sync_data() {
+                self.lock().poisoned = true;
+                return Err(Error::io("wal sync", e));
+            }
+        }
+        Ok(())
+    }
+
     fn maybe_auto_checkpoint(self: &Arc<Self>) {
         let limit = self.options.checkpoint_after_bytes;
         if limit == 0 || self.lock().delta_bytes <= limit {
@@ -581,22 +603,7 @@ impl Db {
         if self.inner.options.sync_commits {
             return Ok(());
         }
-        let files = {
-            let mut st = self.inner.lock();
-            // After a failed sync the fate of the written records is unknown (Linux
-            // may have dropped the dirty pages): nothing may be called durable again.
-            if st.poisoned {
-                return Err(Error::Poisoned);
-            }
-            std::mem::take(&mut st.unsynced)
-        };
-        for file in files.values() {
-            if let Err(e) = file.sync_data() {
-                self.inner.lock().poisoned = true;
-                return Err(Error::io("wal sync", e));
-            }
-        }
-        Ok(())
+        self.inner.sync_segments_below(u64::MAX)
     }
 
     /// True once the ticket's commit is durable (and visible).
@@ -705,8 +712,13 @@ impl Db {
             alloc,
             freed: Vec::new(),
         };
+        // Without `sync_commits`, the WAL this checkpoint rotated away from must be
+        // durable before the new superblock is: open falls back to the previous
+        // generation if the new superblock is ever found damaged, and replays that
+        // WAL from the previous generation's start.
         let written = inner
             .wait_durable(target_lsn)
+            .and_then(|()| inner.sync_segments_below(wal_pos.0))
             .and_then(|()| merge.apply(base.root, &changes));
         let root = match written {
             Ok(root) => root,
@@ -741,8 +753,6 @@ impl Db {
             // superblock is ever found damaged, open falls back to the previous one,
             // whose pages this checkpoint did not touch, and replays from there.
             let previous_wal = st.current.wal_segment;
-            // Everything up to the checkpoint is durable in pages now.
-            st.unsynced.retain(|&n, _| n >= sb.wal_segment);
             st.current = sb;
             st.free_now.extend(merge.alloc.free.iter().copied());
             st.freed_at

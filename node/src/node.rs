@@ -852,8 +852,11 @@ impl Node {
                 if planted!(self, BackupAtAppliedIndex) {
                     late_barriers.push(record);
                 } else {
-                    // The barrier's backup is of exactly the state at its index.
-                    self.db.flush()?;
+                    // The barrier's backup is of exactly the state at its index, and
+                    // the barrier record is durable before its backup starts: were it
+                    // lost in a crash, replaying the barrier would start that backup
+                    // again over the finished one and report a failure.
+                    self.db.sync()?;
                     self.on_barrier_applied(record);
                 }
             }

@@ -275,7 +275,10 @@ impl Node {
             }
             Err(e) => {
                 self.raw.abort_snapshot(req.to);
-                if e.is_not_found() {
+                // Only the log's current snapshot counts: an older one's archive
+                // was removed on purpose, and Raft will ask for the current one.
+                let current = self.raw.raft().log.first_index().saturating_sub(1);
+                if e.is_not_found() && req.meta.index >= current {
                     // The log is compacted to an index whose archive is gone: Raft
                     // would ask for it forever. Make a new one at the applied index
                     // (at or above the log's snapshot index); compaction then moves

@@ -170,7 +170,6 @@ impl<S: Storage> RawNode<S> {
         self.raft.abort_snapshot(to);
     }
 
-    /// Whether `ready` has work. Always false while a `Ready` awaits `advance`.
     /// Evidence that this node's durable log lost entries it had acknowledged (a
     /// disk that lies, or a storage bug). Once set, the node must not go on: the
     /// application stops it and reports the damage; restarting on the same log is
@@ -179,6 +178,7 @@ impl<S: Storage> RawNode<S> {
         self.raft.durability_fault.as_deref()
     }
 
+    /// Whether `ready` has work. Always false while a `Ready` awaits `advance`.
     pub fn has_ready(&self) -> bool {
         if self.handed.is_some() {
             return false;
