@@ -604,6 +604,25 @@ async fn main() {
     let during = measure(&ryu_t, 16, secs, reps).await;
     stop.store(true, Ordering::Relaxed);
     let (backups_done, backups_failed) = backups.await.expect("backup task");
+    if backups_failed > 0 {
+        // Say what each node thought, and what it logged, while it still runs.
+        for (i, addr) in ryu.clients.iter().enumerate() {
+            let role = resp_call(addr, &[b"ROLE"]).await;
+            eprintln!("  node {} at {addr}: ROLE {role:?}", i + 1);
+            let log = ryu_dir.join(format!("n{}.log", i + 1));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in text
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                eprintln!("    {line}");
+            }
+        }
+    }
     drop(ryu);
 
     // etcd

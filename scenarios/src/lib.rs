@@ -15,6 +15,10 @@
 //! - `raft-targeted`: the same nodes and checkers under a schedule aimed at the
 //!   classic Raft bugs (Figure 8, power loss after votes and acknowledgements,
 //!   learners, membership changes right after elections; see [`raft::Profile`]);
+//! - the cluster catalogue (`cluster`, `steady-load`, ... `disk-corruption-on-a-minority`:
+//!   replicated Ryu nodes, see [`cluster`]);
+//! - `engine-crash` and its variants: the storage engine alone, power cut anywhere,
+//!   checked against its history of acknowledged commits (see [`engine_crash`]).
 //!
 //! Over runs: [`shrink`] cuts a failing seed's fault schedule down to the faults that
 //! still make it fail (scenarios number their faults, see [`faults`], and
@@ -31,6 +35,7 @@
 //! ```
 
 pub mod cluster;
+pub mod engine_crash;
 pub mod faults;
 pub mod history;
 pub mod kv_model;
@@ -212,6 +217,24 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the raft scenario's nodes and checkers under a schedule aimed at classic Raft bugs: Figure 8, power loss after votes and acks, learners, conf changes after elections",
         bugs: raft::BUGS,
         run: |o| raft::run_profile(raft::Profile::Targeted, o),
+    },
+    Scenario {
+        name: "engine-crash",
+        about: "the storage engine alone, power cut at random points (inside commits, checkpoints, recovery) with disk faults: every acknowledged commit survives, nothing else but an in-doubt prefix",
+        bugs: &[],
+        run: |o| engine_crash::run(engine_crash::Variant::Standard, o),
+    },
+    Scenario {
+        name: "engine-crash-tiny-cache",
+        about: "engine-crash with a 3-page cache and automatic checkpoints: the data outgrows the cache many times",
+        bugs: &[],
+        run: |o| engine_crash::run(engine_crash::Variant::TinyCache, o),
+    },
+    Scenario {
+        name: "engine-crash-without-commit-syncs",
+        about: "engine-crash with sync_commits off (as a node runs it): what Db::sync or a checkpoint made durable survives; recovery returns a prefix of the history",
+        bugs: &[],
+        run: |o| engine_crash::run(engine_crash::Variant::WithoutCommitSyncs, o),
     },
 ];
 

@@ -45,6 +45,7 @@
 pub mod disk;
 pub mod net;
 pub mod node;
+pub mod power_cut;
 pub mod queue;
 pub mod rng;
 pub mod trace;
@@ -52,6 +53,7 @@ pub mod trace;
 pub use disk::{DiskFaults, FaultCounts, SECTOR_SIZE, SimDisk};
 pub use net::{Delivery, NetConfig, NetCounts, NodeId, SimNetwork};
 pub use node::{Lifecycle, SimClock, WorldTime};
+pub use power_cut::PowerCut;
 pub use queue::EventQueue;
 pub use rng::{Ratio, SimRng};
 pub use trace::Trace;

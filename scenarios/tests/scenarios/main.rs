@@ -2,6 +2,7 @@
 //! interface: determinism (in one process and across processes), a determinism check
 //! with teeth, and replay lines that really replay.
 
+mod engine_crash;
 mod linearizability;
 mod planted;
 mod shrink;

@@ -1,24 +1,160 @@
-//! The simulated crash sweep. Each seed draws a workload, a fault mix (swarm: half
-//! the seeds run on a perfect disk), sometimes a space quota, and cuts power after a
-//! random number of disk operations, anywhere: inside a group commit, a segment
-//! creation, a checkpoint's page writes or its superblock, or recovery itself. Then the
-//! `SimDisk` crashes (unsynced writes kept, dropped or torn by sector) and the database
-//! is reopened on a disk without new faults. The recovered state must be exactly the
-//! acknowledged commits plus a prefix of the in-doubt ones (atomic, in order); an
-//! injected corruption may instead be reported as `Corrupted` (or a latent sector as an
-//! I/O error), never returned as data.
+//! `engine-crash`: the storage engine alone on a `SimDisk`, crashed at random points.
 //!
-//! Rerun one seed: `RYU_SEED=N cargo test -p ryu-engine --test engine crash::crash_sweep -- --exact --nocapture`
-//! (or `crash::crash_sweep_tiny_cache`). `RYU_SEEDS=N` sweeps N seeds instead of the default.
+//! Each seed draws a workload (transactions, external-timestamp batches, flushes,
+//! checkpoints), a fault mix (swarm: half the seeds run on a perfect disk), sometimes
+//! a space quota, and cuts power after a random number of disk operations, anywhere:
+//! inside a group commit, a segment creation, a checkpoint's page writes or its
+//! superblock, or recovery itself. Then the `SimDisk` crashes (unsynced writes kept,
+//! dropped or torn by sector) and the database is reopened on a disk without new
+//! faults. The recovered state must be exactly the acknowledged commits plus a prefix
+//! of the in-doubt ones (atomic, in order); an injected corruption may instead be
+//! reported as `Corrupted` (or a latent sector as an I/O error), never returned as
+//! data. Three cycles per seed.
+//!
+//! Variants: `engine-crash` (a cache of 256 pages), `engine-crash-tiny-cache` (3
+//! pages, automatic checkpoints: the data outgrows the cache many times) and
+//! `engine-crash-without-commit-syncs` (`Options::sync_commits` off, as a Raft node
+//! runs its engine: only commits made durable by `Db::sync` or a checkpoint are
+//! acknowledged, and a flipped bit in the WAL may shorten the history but never
+//! change it).
 
-use crate::common::{DIR, PowerCut, State, read_all};
+use crate::{Failure, RunOptions, RunReport};
 use ryu_engine::{CommitTicket, Db, Error, Options, Ts, Write};
-use ryu_sim::{DiskFaults, FaultCounts, Ratio, SimDisk, SimRng};
+use ryu_sim::{DiskFaults, FaultCounts, PowerCut, Ratio, SimDisk, SimRng};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-const DEFAULT_SEEDS: u64 = 400;
+const DIR: &str = "db";
 const CYCLES: usize = 3;
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Everything visible to a fresh snapshot.
+fn read_all(db: &Db) -> ryu_engine::Result<State> {
+    let r = db.begin_read();
+    r.range::<std::ops::RangeFull>(..).collect()
+}
+
+/// Which engine configuration a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Standard,
+    TinyCache,
+    WithoutCommitSyncs,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Standard => "engine-crash",
+            Variant::TinyCache => "engine-crash-tiny-cache",
+            Variant::WithoutCommitSyncs => "engine-crash-without-commit-syncs",
+        }
+    }
+
+    fn params(self) -> Params {
+        match self {
+            Variant::Standard => Params {
+                options: Options {
+                    cache_pages: 256,
+                    wal_segment_bytes: 16 << 10,
+                    checkpoint_after_bytes: 0,
+                    sync_commits: true,
+                },
+                keys: 200,
+            },
+            Variant::TinyCache => Params {
+                options: Options {
+                    cache_pages: 3,
+                    wal_segment_bytes: 16 << 10,
+                    // Checkpoints also start on their own, inside flushes and commits.
+                    checkpoint_after_bytes: 24 << 10,
+                    sync_commits: true,
+                },
+                keys: 2000,
+            },
+            Variant::WithoutCommitSyncs => Params {
+                options: Options {
+                    cache_pages: 64,
+                    wal_segment_bytes: 16 << 10,
+                    checkpoint_after_bytes: 24 << 10,
+                    sync_commits: false,
+                },
+                keys: 300,
+            },
+        }
+    }
+}
+
+struct Params {
+    options: Options,
+    keys: u64,
+}
+
+/// What a range of seeds reached, so a test can check the sweep tests what it claims.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub seeds: u64,
+    pub acked: u64,
+    pub recovered_in_doubt: u64,
+    pub reported_corruption: u64,
+    pub cuts_in_checkpoint: u64,
+    pub max_pages: u64,
+    /// Seeds in which each kind of fault fired at least once.
+    pub seeds_with_no_space: u64,
+    pub seeds_with_silent_corruption: u64,
+    pub seeds_with_sync_errors: u64,
+    pub seeds_with_torn_writes: u64,
+}
+
+/// Run one seed of `variant`.
+pub fn run(variant: Variant, opts: &RunOptions) -> RunReport {
+    let mut totals = Totals::default();
+    let mut outcome = Vec::new();
+    run_seed(opts.seed, &variant.params(), &mut totals, &mut outcome);
+    totals.seeds = 1;
+    RunReport {
+        scenario: variant.name(),
+        seed: opts.seed,
+        fingerprint: u64::from(crc32fast::hash(&outcome)) << 32
+            | u64::from(crc32fast::hash(format!("{totals:?}").as_bytes())),
+        events: totals.acked + totals.recovered_in_doubt,
+        sim_ns: 0,
+        faults: 0,
+        summary: format!("{totals:?}"),
+        result: Ok(()),
+    }
+}
+
+/// Run `seeds` of `variant` in order and add up what they reached. A failing seed
+/// panics with its message (the caller prints the replay line).
+pub fn totals(variant: Variant, seeds: std::ops::Range<u64>) -> Result<Totals, Failure> {
+    let mut totals = Totals::default();
+    for seed in seeds {
+        let mut outcome = Vec::new();
+        let params = variant.params();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_seed(seed, &params, &mut totals, &mut outcome)
+        }));
+        if let Err(panic) = r {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(Failure {
+                message: format!(
+                    "seed {seed}: {message}\nreplay: {}",
+                    crate::replay_command(variant.name(), &RunOptions::new(seed))
+                ),
+                trace_tail: Vec::new(),
+            });
+        }
+        totals.seeds += 1;
+    }
+    Ok(totals)
+}
 
 #[derive(Debug, Clone)]
 struct Commit {
@@ -33,55 +169,6 @@ fn apply(state: &mut State, c: &Commit) {
             None => state.remove(k),
         };
     }
-}
-
-#[derive(Debug, Default)]
-struct Totals {
-    seeds: u64,
-    acked: u64,
-    recovered_in_doubt: u64,
-    reported_corruption: u64,
-    cuts_in_checkpoint: u64,
-    max_pages: u64,
-    /// Seeds in which each kind of fault fired at least once.
-    seeds_with_no_space: u64,
-    seeds_with_silent_corruption: u64,
-    seeds_with_sync_errors: u64,
-    seeds_with_torn_writes: u64,
-}
-
-struct Params {
-    name: &'static str,
-    options: Options,
-    keys: u64,
-}
-
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("RYU_SEED") {
-        return vec![s.parse().expect("RYU_SEED is a u64")];
-    }
-    let n = std::env::var("RYU_SEEDS")
-        .map_or(DEFAULT_SEEDS, |s| s.parse().expect("RYU_SEEDS is a u64"));
-    (0..n).collect()
-}
-
-fn sweep(params: &Params) -> Totals {
-    let mut totals = Totals::default();
-    for seed in seeds() {
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_seed(seed, params, &mut totals)
-        }));
-        if let Err(panic) = run {
-            eprintln!(
-                "\nSEED={seed} failed. Rerun just this seed with:\n  RYU_SEED={seed} cargo test -p ryu-engine --test engine crash::{} -- --exact --nocapture\n",
-                params.name
-            );
-            std::panic::resume_unwind(panic);
-        }
-        totals.seeds += 1;
-    }
-    eprintln!("{}: {totals:?}", params.name);
-    totals
 }
 
 /// The seed's world and its history of commits.
@@ -105,7 +192,7 @@ fn allowed_failure(e: &Error, counts: &FaultCounts) -> bool {
     }
 }
 
-fn run_seed(seed: u64, params: &Params, totals: &mut Totals) {
+fn run_seed(seed: u64, params: &Params, totals: &mut Totals, outcome: &mut Vec<u8>) {
     let mut rng = SimRng::new(seed);
     let sim = SimDisk::new(rng.next_u64());
     let mut faults = if rng.chance(Ratio::new(1, 2)) {
@@ -142,6 +229,10 @@ fn run_seed(seed: u64, params: &Params, totals: &mut Totals) {
         run.sim.crash();
         run.sim.set_faults(DiskFaults::default());
         let reported = !run.verify(totals);
+        // What each cycle recovered, for the run's fingerprint.
+        outcome.extend_from_slice(&run.last_ts.to_le_bytes());
+        outcome.extend_from_slice(&(run.acked.len() as u64).to_le_bytes());
+        outcome.push(u8::from(reported));
         if reported {
             totals.reported_corruption += 1;
             break;
@@ -400,71 +491,5 @@ impl Run<'_> {
         assert_eq!(db.last_committed_ts(), last, "recovered timestamp");
         self.last_ts = last;
         true
-    }
-}
-
-#[test]
-fn crash_sweep() {
-    let totals = sweep(&Params {
-        name: "crash_sweep",
-        options: Options {
-            cache_pages: 256,
-            wal_segment_bytes: 16 << 10,
-            checkpoint_after_bytes: 0,
-            sync_commits: true,
-        },
-        keys: 200,
-    });
-    if totals.seeds >= 100 {
-        // The sweep must actually reach what it claims to test.
-        assert!(totals.cuts_in_checkpoint > 0, "{totals:?}");
-        assert!(totals.seeds_with_no_space > 0, "{totals:?}");
-        assert!(totals.seeds_with_silent_corruption > 0, "{totals:?}");
-        assert!(totals.seeds_with_sync_errors > 0, "{totals:?}");
-        assert!(totals.seeds_with_torn_writes > 0, "{totals:?}");
-        assert!(totals.recovered_in_doubt > 0, "{totals:?}");
-    }
-}
-
-/// The same checks with a page cache far smaller than the data.
-#[test]
-fn crash_sweep_tiny_cache() {
-    let totals = sweep(&Params {
-        name: "crash_sweep_tiny_cache",
-        options: Options {
-            cache_pages: 3,
-            wal_segment_bytes: 16 << 10,
-            // Checkpoints also start on their own, from inside flushes and commits.
-            checkpoint_after_bytes: 24 << 10,
-            sync_commits: true,
-        },
-        keys: 2000,
-    });
-    assert!(
-        totals.max_pages > 30 || totals.seeds < 50,
-        "data never outgrew the cache: {totals:?}"
-    );
-}
-
-/// Without `sync_commits` (a Raft node's engine): only commits made durable by
-/// `Db::sync` or a checkpoint must survive; recovery never reports a torn tail as
-/// corruption and always returns a prefix of the history.
-#[test]
-fn crash_sweep_without_commit_syncs() {
-    let totals = sweep(&Params {
-        name: "crash_sweep_without_commit_syncs",
-        options: Options {
-            cache_pages: 64,
-            wal_segment_bytes: 16 << 10,
-            checkpoint_after_bytes: 24 << 10,
-            sync_commits: false,
-        },
-        keys: 300,
-    });
-    if totals.seeds >= 100 {
-        assert!(totals.cuts_in_checkpoint > 0, "{totals:?}");
-        assert!(totals.seeds_with_torn_writes > 0, "{totals:?}");
-        assert!(totals.recovered_in_doubt > 0, "{totals:?}");
-        assert!(totals.acked > 0, "{totals:?}");
     }
 }
