@@ -376,6 +376,8 @@ fn decode_snap_file(bytes: &[u8]) -> Option<(SnapshotMeta, Vec<u8>)> {
 struct DurableView {
     hard_state: HardState,
     first_index: Index,
+    /// Term of the snapshot's last entry (index `first_index - 1`).
+    snap_term: Term,
     terms: Vec<Term>,
 }
 
@@ -384,8 +386,18 @@ impl DurableView {
         DurableView {
             hard_state: log.hard_state(),
             first_index: log.first_index().expect("in memory"),
+            snap_term: log.snapshot_meta().expect("in memory").term,
             terms: log.all_entries().iter().map(|e| e.term).collect(),
         }
+    }
+
+    /// The term this view holds at `index` (the snapshot's, or an entry's).
+    fn term(&self, index: Index) -> Option<Term> {
+        if index + 1 == self.first_index {
+            return Some(self.snap_term);
+        }
+        let at = index.checked_sub(self.first_index)?;
+        self.terms.get(at as usize).copied()
     }
 
     fn describe(&self) -> String {
@@ -413,6 +425,14 @@ impl DurableView {
 
     /// Does `recovered` hold every entry this view held?
     fn log_kept_by(&self, recovered: &DurableView) -> bool {
+        // An installed snapshot replaces the whole log when the log disagrees with it
+        // at the snapshot's index (§7: the follower's entries after it conflict with
+        // the leader's log, so none of them can be committed). Only a snapshot that
+        // agrees with the log must keep the entries after it.
+        let snap = recovered.first_index - 1;
+        if snap > 0 && self.term(snap).is_some_and(|t| t != recovered.snap_term) {
+            return true;
+        }
         // Every entry the view held above the recovered snapshot must still be there,
         // unless the recovered log moved past it with a snapshot.
         for (k, term) in self.terms.iter().enumerate() {
