@@ -472,6 +472,14 @@ fn parse_at(b: &[u8], at: usize) -> Parsed {
     }
 }
 
+/// Whether a record header at `at` (length words consistent, checksum not needed)
+/// names `at` as both its offset and the start of its group.
+fn group_starts_at(b: &[u8], at: usize) -> bool {
+    let (len, check) = (u32_at(b, at + REC_LEN), u32_at(b, at + REC_LEN_CHECK));
+    let len_ok = len != 0 && check == !len && (len as usize) >= REC_HEADER + 12 && len % 8 == 0;
+    len_ok && u64_at(b, at + REC_OFFSET) == at as u64 && u64_at(b, at + REC_BASE) == at as u64
+}
+
 /// Some sector piece of `[at, at + len)` is all zeros or beyond the end: the mark a
 /// crash leaves on a torn write into preallocated space.
 fn has_lost_piece(b: &[u8], at: usize, len: usize) -> bool {
@@ -833,6 +841,18 @@ fn classify_end(b: &[u8], pos: usize, later_written: bool, path: &Path) -> Resul
                 path,
                 pos as u64,
                 "WAL damaged before later records",
+            ));
+        }
+        // A later group's first record, even torn (its checksum fails), still shows
+        // where that group began: a record header at `q` naming itself as both its
+        // own offset and its group's start. A group is written only after every
+        // earlier one was synced, so the bytes before it were acknowledged: a blank
+        // or torn record at `pos` is a lost (misdirected) group, not a torn tail.
+        if q + REC_HEADER <= b.len() && group_starts_at(b, q) {
+            return Err(Error::corrupted(
+                path,
+                pos as u64,
+                "WAL group lost before a later group",
             ));
         }
         q += 8;
