@@ -109,8 +109,8 @@ impl NodeOptions {
             initial_voters,
             raft: Config::new(id),
             // Every entry the node applies is already durable in its own Raft log,
-            // so the engine need not sync each apply (one fsync per Ready instead of
-            // two): a crash may take the engine back to an earlier applied index and
+            // so the engine need not sync each apply (one fsync fewer per Ready, of
+            // three): a crash may take the engine back to an earlier applied index and
             // Raft replays the rest. The log is compacted only past what the engine
             // has synced (`finish_snapshot`).
             engine: ryu_engine::Options {
