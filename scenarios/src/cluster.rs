@@ -460,6 +460,8 @@ struct World {
     /// applied index -> engine digest, from the first node that reported it.
     digests: BTreeMap<Index, (u64, u64)>,
     probe: Option<(u64, Index)>,
+    /// What the last probe found unfinished, for the liveness failure message.
+    unconverged: String,
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
@@ -563,6 +565,7 @@ impl World {
             applied: BTreeMap::new(),
             digests: BTreeMap::new(),
             probe: None,
+            unconverged: String::new(),
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
@@ -820,8 +823,13 @@ impl World {
             }
             Ev::Deadline => {
                 return Err(format!(
-                    "liveness: the cluster did not converge within {} s after faults healed",
-                    LIVENESS_BOUND_NS / 1_000_000_000
+                    "liveness: the cluster did not converge within {} s after faults healed ({})",
+                    LIVENESS_BOUND_NS / 1_000_000_000,
+                    if self.unconverged.is_empty() {
+                        "no leader to probe"
+                    } else {
+                        &self.unconverged
+                    }
                 ));
             }
         }
@@ -1320,6 +1328,7 @@ impl World {
                     .exists(&Path::new(BACKUP_DIR).join(id).join(CLUSTER_MANIFEST))
                     .unwrap_or(false)
             });
+            self.unconverged = self.why_unconverged(index, &members);
             if all_applied && clients_done && backups_done {
                 trace_event!(
                     self.trace,
@@ -1350,6 +1359,52 @@ impl World {
         }
         self.queue.schedule_in(TICK_NS * 20, Ev::Probe);
         Ok(false)
+    }
+
+    /// Names what keeps the cluster from converging on the probe at `index`: lagging
+    /// members, unfinished clients, cluster backups without a manifest.
+    fn why_unconverged(&self, index: Index, members: &[u64]) -> String {
+        let mut why = Vec::new();
+        if members.is_empty() {
+            why.push("no leader".to_string());
+        }
+        for (id, n) in &self.nodes {
+            if n.started && !n.removed && members.contains(id) {
+                match &n.node {
+                    Some(node) if node.applied().index >= index => {}
+                    Some(node) => why.push(format!(
+                        "n{id} applied {} < probe {index}",
+                        node.applied().index
+                    )),
+                    None => why.push(format!("n{id} down")),
+                }
+            }
+        }
+        let waiting: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.done)
+            .map(|(id, _)| format!("c{id}"))
+            .collect();
+        if !waiting.is_empty() {
+            why.push(format!("clients not done: {}", waiting.join(",")));
+        }
+        if self.replaced != self.corrupt_detected {
+            why.push(format!(
+                "{} corrupt nodes detected, {} replaced",
+                self.corrupt_detected, self.replaced
+            ));
+        }
+        for id in self.model.barriers.keys() {
+            let done = self
+                .store
+                .exists(&Path::new(BACKUP_DIR).join(id).join(CLUSTER_MANIFEST))
+                .unwrap_or(false);
+            if !done {
+                why.push(format!("cluster backup {id} has no manifest"));
+            }
+        }
+        why.join("; ")
     }
 
     // ---- clients --------------------------------------------------------------------
@@ -1441,11 +1496,40 @@ impl World {
         format!("c{c}v{}", client.next_value).into_bytes()
     }
 
+    /// The nodes a client may send to: every node the operator has added and not
+    /// removed (or replaced after it found corruption), in id order. Clients keep this
+    /// list current as etcd's clients do from the member list; a client that only knew
+    /// the first cluster's ids would, after membership changes, spend most of its
+    /// requests on removed nodes and time out (seed 20333 of
+    /// membership-change-during-backup never converged that way).
+    fn endpoints(&self) -> Vec<u64> {
+        let endpoints: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.started && !n.removed && !n.detected)
+            .map(|(&id, _)| id)
+            .collect();
+        assert!(!endpoints.is_empty(), "a cluster always has a member");
+        endpoints
+    }
+
+    /// The endpoint after `node` in id order, wrapping around: where a client tries
+    /// next when `node` did not serve it.
+    fn next_endpoint(&self, node: u64) -> u64 {
+        let endpoints = self.endpoints();
+        endpoints
+            .iter()
+            .copied()
+            .find(|&id| id > node)
+            .unwrap_or(endpoints[0])
+    }
+
     fn issue(&mut self, c: u64, request: Request) {
         let now = self.now();
         let misdirect = self.rng.chance(self.shape.misdirect);
         let node = if misdirect {
-            1 + self.rng.below(self.shape.voters)
+            let endpoints = self.endpoints();
+            endpoints[self.rng.below(endpoints.len() as u64) as usize]
         } else {
             self.clients[&c].believed_leader
         };
@@ -1534,6 +1618,7 @@ impl World {
         if id != request {
             return Ok(());
         }
+        let rotated = self.next_endpoint(self.clients[&c].believed_leader);
         let client = self.clients.get_mut(&c).expect("client");
         client.in_flight = None;
         let mut retry_same_step = false;
@@ -1542,14 +1627,14 @@ impl World {
                 if let Some(l) = leader {
                     client.believed_leader = *l;
                 } else {
-                    client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                    client.believed_leader = rotated;
                 }
                 self.history.fail(op);
                 self.ops_failed += 1;
                 retry_same_step = true;
             }
             Response::Unavailable { .. } => {
-                client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                client.believed_leader = rotated;
                 self.history.fail(op);
                 self.ops_failed += 1;
                 retry_same_step = true;
@@ -1558,7 +1643,7 @@ impl World {
                 // Like a timeout: the write may or may not have taken effect.
                 self.history.unknown(op);
                 self.ops_unknown += 1;
-                client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+                client.believed_leader = rotated;
                 if let Step::TxnReads { read, .. } = &mut client.step {
                     read.clear();
                 }
@@ -1642,6 +1727,7 @@ impl World {
 
     fn client_timeout(&mut self, c: u64, request: u64) -> Result<(), String> {
         let now = self.now();
+        let rotated = self.next_endpoint(self.clients[&c].believed_leader);
         let client = self.clients.get_mut(&c).expect("client");
         if client.in_flight.map(|(id, _)| id) != Some(request) {
             return Ok(());
@@ -1651,7 +1737,7 @@ impl World {
         self.history.unknown(op);
         self.ops_unknown += 1;
         self.requests.remove(&request);
-        client.believed_leader = 1 + (client.believed_leader % self.shape.voters);
+        client.believed_leader = rotated;
         if let Step::TxnReads { read, .. } = &mut client.step {
             read.clear();
             client.step = Step::Single;
