@@ -332,13 +332,40 @@ impl Node {
     /// Decode page `expect.page`, which its parent says generation `expect.generation`
     /// wrote. Any mismatch is `Corrupted` naming `file` and the page's byte offset.
     pub fn decode(b: &[u8], expect: NodeRef, file: &Path) -> Result<Node> {
+        Ok(Page::parse(b.into(), expect, file)?.to_node())
+    }
+}
+
+/// A validated tree page, searched in place.
+///
+/// The page cache holds these rather than decoded [`Node`]s: a lookup is a binary
+/// search over `offsets` comparing keys where they lie in `bytes`, so loading a page
+/// costs two allocations (the bytes and the offset table) however many entries it
+/// has, and evicting one frees two. Every check [`Node::decode`] makes is made once,
+/// in [`Page::parse`]; the accessors then index without further checks.
+#[derive(Debug)]
+pub struct Page {
+    bytes: Box<[u8]>,
+    /// Leaf: the offset of entry `i` (its `key_len`). Branch: the offset of separator
+    /// `i`'s `key_len`, which is followed by its key and child `i + 1`'s pointer.
+    offsets: Vec<u16>,
+    level: u8,
+}
+
+// Offsets within a page fit a u16.
+const _: () = assert!(PAGE_SIZE <= u16::MAX as usize + 1);
+
+impl Page {
+    /// Check `b` (a whole page) against the pointer `expect` its parent holds and
+    /// index its entries. Any mismatch is `Corrupted` naming `file` and the byte.
+    pub fn parse(b: Box<[u8]>, expect: NodeRef, file: &Path) -> Result<Page> {
         assert_eq!(b.len(), PAGE_SIZE);
         let base = expect.page * PAGE_SIZE as u64;
         let bad = |at: usize, what: String| Error::corrupted(file, base + at as u64, what);
-        if crc32fast::hash(&b[PG_TYPE..]) != u32_at(b, PG_CRC) {
+        if crc32fast::hash(&b[PG_TYPE..]) != u32_at(&b, PG_CRC) {
             return Err(bad(0, format!("page {} checksum mismatch", expect.page)));
         }
-        if u32_at(b, PG_CRC) != expect.checksum {
+        if u32_at(&b, PG_CRC) != expect.checksum {
             return Err(bad(
                 0,
                 format!(
@@ -347,7 +374,7 @@ impl Node {
                 ),
             ));
         }
-        let (id, generation) = (u64_at(b, PG_ID), u64_at(b, PG_GEN));
+        let (id, generation) = (u64_at(&b, PG_ID), u64_at(&b, PG_GEN));
         if id != expect.page || generation != expect.generation {
             return Err(bad(
                 PG_ID,
@@ -357,7 +384,7 @@ impl Node {
                 ),
             ));
         }
-        let count = usize::from(u16_at(b, PG_COUNT));
+        let count = usize::from(u16_at(&b, PG_COUNT));
         let mut at = PAGE_HEADER;
         let need = |at: usize, n: usize| -> Result<()> {
             if at + n > PAGE_SIZE {
@@ -367,72 +394,184 @@ impl Node {
             }
         };
         let level = b[PG_LEVEL];
+        let mut offsets: Vec<u16> = Vec::with_capacity(count);
         match b[PG_TYPE] {
-            TYPE_LEAF if level != 0 => Err(bad(PG_LEVEL, "leaf with a nonzero level".into())),
-            TYPE_BRANCH if level == 0 => Err(bad(PG_LEVEL, "branch at level zero".into())),
+            TYPE_LEAF if level != 0 => {
+                return Err(bad(PG_LEVEL, "leaf with a nonzero level".into()));
+            }
+            TYPE_BRANCH if level == 0 => {
+                return Err(bad(PG_LEVEL, "branch at level zero".into()));
+            }
             TYPE_LEAF => {
-                let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(count);
+                let mut prev: Option<(usize, usize)> = None;
                 for _ in 0..count {
                     need(at, 4)?;
-                    let (kl, vl) = (usize::from(u16_at(b, at)), usize::from(u16_at(b, at + 2)));
+                    let (kl, vl) = (usize::from(u16_at(&b, at)), usize::from(u16_at(&b, at + 2)));
                     if kl > MAX_KEY_BYTES || vl > MAX_VALUE_BYTES {
                         return Err(bad(at, "leaf entry length out of range".into()));
                     }
-                    at += 4;
-                    need(at, kl + vl)?;
-                    let key = b[at..at + kl].to_vec();
-                    if entries.last().is_some_and(|(prev, _)| *prev >= key) {
-                        return Err(bad(at, "leaf keys out of order".into()));
+                    need(at + 4, kl + vl)?;
+                    let key = (at + 4, kl);
+                    if prev.is_some_and(|(p, pl)| b[p..p + pl] >= b[key.0..key.0 + kl]) {
+                        return Err(bad(at + 4, "leaf keys out of order".into()));
                     }
-                    entries.push((key, b[at + kl..at + kl + vl].to_vec()));
-                    at += kl + vl;
+                    prev = Some(key);
+                    offsets.push(at as u16);
+                    at += 4 + kl + vl;
                 }
-                Ok(Node::Leaf(entries))
             }
             TYPE_BRANCH => {
                 if count == 0 {
                     return Err(bad(PG_COUNT, "branch without children".into()));
                 }
-                let child = |at: usize| -> Result<NodeRef> {
+                let check_child = |at: usize| -> Result<()> {
                     need(at, BRANCH_CHILD)?;
-                    let c = NodeRef {
-                        page: u64_at(b, at),
-                        generation: u64_at(b, at + 8),
-                        checksum: u32_at(b, at + 16),
-                    };
-                    if c.page < FIRST_TREE_PAGE || c.page >= MAX_PAGES || c.generation > generation
+                    let page = u64_at(&b, at);
+                    if !(FIRST_TREE_PAGE..MAX_PAGES).contains(&page)
+                        || u64_at(&b, at + 8) > generation
                     {
                         return Err(bad(at, "branch child pointer out of range".into()));
                     }
-                    Ok(c)
+                    Ok(())
                 };
-                let mut children = vec![child(at)?];
+                check_child(at)?;
                 at += BRANCH_CHILD;
-                let mut keys: Vec<Vec<u8>> = Vec::with_capacity(count - 1);
+                let mut prev: Option<(usize, usize)> = None;
                 for _ in 1..count {
                     need(at, 2)?;
-                    let kl = usize::from(u16_at(b, at));
+                    let kl = usize::from(u16_at(&b, at));
                     if kl > MAX_KEY_BYTES {
                         return Err(bad(at, "branch key length out of range".into()));
                     }
-                    at += 2;
-                    need(at, kl)?;
-                    let key = b[at..at + kl].to_vec();
-                    if keys.last().is_some_and(|prev| *prev >= key) {
-                        return Err(bad(at, "branch keys out of order".into()));
+                    need(at + 2, kl)?;
+                    let key = (at + 2, kl);
+                    if prev.is_some_and(|(p, pl)| b[p..p + pl] >= b[key.0..key.0 + kl]) {
+                        return Err(bad(at + 2, "branch keys out of order".into()));
                     }
-                    keys.push(key);
-                    at += kl;
-                    children.push(child(at)?);
+                    prev = Some(key);
+                    offsets.push(at as u16);
+                    at += 2 + kl;
+                    check_child(at)?;
                     at += BRANCH_CHILD;
                 }
-                Ok(Node::Branch {
-                    level,
-                    keys,
-                    children,
-                })
             }
-            other => Err(bad(PG_TYPE, format!("unknown page type {other}"))),
+            other => return Err(bad(PG_TYPE, format!("unknown page type {other}"))),
+        }
+        Ok(Page {
+            bytes: b,
+            offsets,
+            level,
+        })
+    }
+
+    /// 0 for a leaf; a branch's children are one level lower.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.level == 0
+    }
+
+    /// Entries of a leaf.
+    pub fn leaf_len(&self) -> usize {
+        debug_assert!(self.is_leaf());
+        self.offsets.len()
+    }
+
+    /// Key of leaf entry `i`.
+    pub fn leaf_key(&self, i: usize) -> &[u8] {
+        debug_assert!(self.is_leaf());
+        let at = usize::from(self.offsets[i]);
+        let kl = usize::from(u16_at(&self.bytes, at));
+        &self.bytes[at + 4..at + 4 + kl]
+    }
+
+    /// Value of leaf entry `i`.
+    pub fn leaf_value(&self, i: usize) -> &[u8] {
+        debug_assert!(self.is_leaf());
+        let at = usize::from(self.offsets[i]);
+        let kl = usize::from(u16_at(&self.bytes, at));
+        let vl = usize::from(u16_at(&self.bytes, at + 2));
+        &self.bytes[at + 4 + kl..at + 4 + kl + vl]
+    }
+
+    /// `Ok(i)` if leaf entry `i` has `key`, else `Err(i)` with the entry it would
+    /// precede.
+    pub fn leaf_find(&self, key: &[u8]) -> std::result::Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.leaf_len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.leaf_key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// Children of a branch (one more than its separators).
+    pub fn children_len(&self) -> usize {
+        debug_assert!(!self.is_leaf());
+        self.offsets.len() + 1
+    }
+
+    /// Separator `i` of a branch: the smallest key child `i + 1` may hold.
+    pub fn separator(&self, i: usize) -> &[u8] {
+        debug_assert!(!self.is_leaf());
+        let at = usize::from(self.offsets[i]);
+        let kl = usize::from(u16_at(&self.bytes, at));
+        &self.bytes[at + 2..at + 2 + kl]
+    }
+
+    /// Pointer to child `i` of a branch.
+    pub fn child(&self, i: usize) -> NodeRef {
+        debug_assert!(!self.is_leaf());
+        let at = if i == 0 {
+            PAGE_HEADER
+        } else {
+            let sep = usize::from(self.offsets[i - 1]);
+            sep + 2 + usize::from(u16_at(&self.bytes, sep))
+        };
+        NodeRef {
+            page: u64_at(&self.bytes, at),
+            generation: u64_at(&self.bytes, at + 8),
+            checksum: u32_at(&self.bytes, at + 16),
+        }
+    }
+
+    /// Index of the child of a branch that holds `key`: the number of separators at
+    /// or below it.
+    pub fn child_index(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.offsets.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.separator(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The page as an owned [`Node`], for a checkpoint's merge to rewrite.
+    pub fn to_node(&self) -> Node {
+        if self.is_leaf() {
+            Node::Leaf(
+                (0..self.leaf_len())
+                    .map(|i| (self.leaf_key(i).to_vec(), self.leaf_value(i).to_vec()))
+                    .collect(),
+            )
+        } else {
+            Node::Branch {
+                level: self.level,
+                keys: (0..self.offsets.len())
+                    .map(|i| self.separator(i).to_vec())
+                    .collect(),
+                children: (0..self.children_len()).map(|i| self.child(i)).collect(),
+            }
         }
     }
 }

@@ -1,66 +1,104 @@
 //! The data file behind a bounded page cache.
 //!
-//! The cache holds decoded nodes keyed by page number and remembers the full pointer
-//! (generation and checksum) each was read or written under, so a page reused by a
-//! later checkpoint is never served for an older pointer. Eviction is least-recently-used by a logical counter: deterministic, and
-//! independent of hashing.
+//! The cache holds validated page images ([`Page`]) keyed by page number and remembers
+//! the full pointer (generation and checksum) each was read or written under, so a
+//! page reused by a later checkpoint is never served for an older pointer.
+//!
+//! Eviction is CLOCK (second chance): each slot has a referenced bit that a hit sets;
+//! the hand clears set bits and evicts the first slot whose bit is clear. A hit costs
+//! one ordered-map lookup and a bit store, an eviction amortised O(1). Everything is
+//! ordered (no hashing), so eviction is deterministic for a given access sequence.
 
 use crate::error::{Error, Result};
-use crate::page::{Node, NodeRef, PAGE_SIZE, SUPER_LEN, SuperSlot, Superblock, page_checksum};
+use crate::page::{
+    Node, NodeRef, PAGE_SIZE, Page, SUPER_LEN, SuperSlot, Superblock, page_checksum,
+};
 use ryu_io::DynFile;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
-struct Cached {
-    node: Arc<Node>,
+struct Slot {
     at: NodeRef,
-    tick: u64,
+    page: Arc<Page>,
+    referenced: bool,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
-    pages: BTreeMap<u64, Cached>,
-    by_tick: BTreeMap<u64, u64>,
-    tick: u64,
+    /// Page number to its slot in `slots`.
+    index: BTreeMap<u64, usize>,
+    /// `None` marks a slot freed by `forget`, listed in `empty`.
+    slots: Vec<Option<Slot>>,
+    empty: Vec<usize>,
+    hand: usize,
     hits: u64,
     misses: u64,
 }
 
 impl Cache {
-    fn touch(&mut self, page: u64) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(c) = self.pages.get_mut(&page) {
-            self.by_tick.remove(&c.tick);
-            c.tick = tick;
-            self.by_tick.insert(tick, page);
+    fn get(&mut self, at: NodeRef) -> Option<Arc<Page>> {
+        let &i = self.index.get(&at.page)?;
+        let slot = self.slots[i].as_mut().expect("indexed slots are full");
+        if slot.at != at {
+            return None;
+        }
+        slot.referenced = true;
+        Some(slot.page.clone())
+    }
+
+    fn insert(&mut self, at: NodeRef, page: Arc<Page>, capacity: usize) {
+        let slot = Slot {
+            at,
+            page,
+            referenced: true,
+        };
+        if let Some(&i) = self.index.get(&at.page) {
+            self.slots[i] = Some(slot);
+            return;
+        }
+        let i = if let Some(i) = self.empty.pop() {
+            i
+        } else if self.slots.len() < capacity.max(1) {
+            self.slots.push(None);
+            self.slots.len() - 1
+        } else {
+            self.evict()
+        };
+        debug_assert!(self.slots[i].is_none());
+        self.slots[i] = Some(slot);
+        self.index.insert(at.page, i);
+        debug_assert_eq!(self.index.len() + self.empty.len(), self.slots.len());
+    }
+
+    /// Empty the first slot past the hand whose referenced bit is clear, clearing set
+    /// bits on the way (at most one full turn does that), and return it.
+    fn evict(&mut self) -> usize {
+        assert!(self.empty.is_empty() && !self.slots.is_empty());
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let slot = self.slots[i]
+                .as_mut()
+                .expect("a full cache has no empty slot");
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            let victim = self.slots[i].take().expect("checked");
+            self.index
+                .remove(&victim.at.page)
+                .expect("slot was indexed");
+            return i;
         }
     }
 
-    fn insert(&mut self, at: NodeRef, node: Arc<Node>, capacity: usize) {
-        let page = at.page;
-        if let Some(old) = self.pages.remove(&page) {
-            self.by_tick.remove(&old.tick);
+    fn forget(&mut self, page: u64) {
+        if let Some(i) = self.index.remove(&page) {
+            self.slots[i] = None;
+            self.empty.push(i);
         }
-        while self.pages.len() >= capacity.max(1) {
-            let (_, victim) = self.by_tick.pop_first().expect("non-empty cache has ticks");
-            self.pages
-                .remove(&victim)
-                .expect("tick index matches pages");
-        }
-        self.tick += 1;
-        self.pages.insert(
-            page,
-            Cached {
-                node,
-                at,
-                tick: self.tick,
-            },
-        );
-        self.by_tick.insert(self.tick, page);
-        debug_assert_eq!(self.pages.len(), self.by_tick.len());
     }
 }
 
@@ -95,21 +133,17 @@ impl PageStore {
         self.cache.lock().expect("page cache lock poisoned")
     }
 
-    /// The node at `at`, from the cache or the file.
-    pub fn load(&self, at: NodeRef) -> Result<Arc<Node>> {
+    /// The page at `at`, from the cache or the file.
+    pub fn load(&self, at: NodeRef) -> Result<Arc<Page>> {
         {
             let mut c = self.cache();
-            if let Some(hit) = c.pages.get(&at.page)
-                && hit.at == at
-            {
-                let node = hit.node.clone();
-                c.touch(at.page);
+            if let Some(page) = c.get(at) {
                 c.hits += 1;
-                return Ok(node);
+                return Ok(page);
             }
             c.misses += 1;
         }
-        let mut buf = vec![0u8; PAGE_SIZE];
+        let mut buf = vec![0u8; PAGE_SIZE].into_boxed_slice();
         self.file
             .read_at(at.page * PAGE_SIZE as u64, &mut buf)
             .map_err(|e| match e {
@@ -120,9 +154,9 @@ impl PageStore {
                 ),
                 e => Error::io("page read", e),
             })?;
-        let node = Arc::new(Node::decode(&buf, at, &self.path)?);
-        self.cache().insert(at, node.clone(), self.capacity_pages);
-        Ok(node)
+        let page = Arc::new(Page::parse(buf, at, &self.path)?);
+        self.cache().insert(at, page.clone(), self.capacity_pages);
+        Ok(page)
     }
 
     /// Write `node` as page `page` of `generation`, cache it, and return the pointer a
@@ -137,7 +171,12 @@ impl PageStore {
         self.file
             .write_at(page * PAGE_SIZE as u64, &bytes)
             .map_err(|e| Error::io("page write", e))?;
-        self.cache().insert(at, Arc::new(node), self.capacity_pages);
+        // Checked after writing as after reading: an encoder bug stops here, not in a
+        // later reader.
+        let parsed = Page::parse(bytes.into_boxed_slice(), at, &self.path)
+            .expect("a page this build encoded parses");
+        self.cache()
+            .insert(at, Arc::new(parsed), self.capacity_pages);
         Ok(at)
     }
 
@@ -145,9 +184,7 @@ impl PageStore {
     pub fn forget(&self, pages: impl IntoIterator<Item = u64>) {
         let mut c = self.cache();
         for p in pages {
-            if let Some(old) = c.pages.remove(&p) {
-                c.by_tick.remove(&old.tick);
-            }
+            c.forget(p);
         }
     }
 
@@ -176,7 +213,7 @@ impl PageStore {
         CacheStats {
             hits: c.hits,
             misses: c.misses,
-            resident_pages: c.pages.len(),
+            resident_pages: c.index.len(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! pin on an older generation remains.
 
 use crate::error::{Error, Result};
-use crate::page::{FIRST_TREE_PAGE, Node, NodeRef, PAGE_BODY};
+use crate::page::{FIRST_TREE_PAGE, Node, NodeRef, PAGE_BODY, Page};
 use crate::store::PageStore;
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -17,48 +17,35 @@ use std::sync::Arc;
 /// A key with its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-fn load_child(store: &PageStore, parent_level: u8, at: NodeRef) -> Result<Arc<Node>> {
-    let node = store.load(at)?;
-    if node.level() + 1 != parent_level {
+fn load_child(store: &PageStore, parent_level: u8, at: NodeRef) -> Result<Arc<Page>> {
+    let page = store.load(at)?;
+    if page.level() + 1 != parent_level {
         return Err(Error::corrupted(
             &store.path,
             at.page * crate::page::PAGE_SIZE as u64,
             format!(
                 "page {} has level {}, its parent expects {}",
                 at.page,
-                node.level(),
+                page.level(),
                 parent_level - 1
             ),
         ));
     }
-    Ok(node)
-}
-
-/// Index of the child of a branch that holds `key`.
-fn child_index(keys: &[Vec<u8>], key: &[u8]) -> usize {
-    keys.partition_point(|k| k.as_slice() <= key)
+    Ok(page)
 }
 
 /// The value of `key` in the tree at `root`.
 pub fn get(store: &PageStore, root: Option<NodeRef>, key: &[u8]) -> Result<Option<Vec<u8>>> {
     let Some(root) = root else { return Ok(None) };
-    let mut node = store.load(root)?;
-    loop {
-        let next = match &*node {
-            Node::Leaf(entries) => {
-                return Ok(entries
-                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-                    .ok()
-                    .map(|i| entries[i].1.clone()));
-            }
-            Node::Branch {
-                level,
-                keys,
-                children,
-            } => load_child(store, *level, children[child_index(keys, key)])?,
-        };
-        node = next;
+    let mut page = store.load(root)?;
+    while !page.is_leaf() {
+        let child = page.child(page.child_index(key));
+        page = load_child(store, page.level(), child)?;
     }
+    Ok(page
+        .leaf_find(key)
+        .ok()
+        .map(|i| page.leaf_value(i).to_vec()))
 }
 
 fn above(lo: &Bound<Vec<u8>>, key: &[u8]) -> bool {
@@ -87,46 +74,44 @@ pub fn scan(
     out: &mut Vec<Entry>,
 ) -> Result<()> {
     let Some(root) = root else { return Ok(()) };
-    let node = store.load(root)?;
-    scan_node(store, &node, lo, hi, limit, out)
+    let page = store.load(root)?;
+    scan_page(store, &page, lo, hi, limit, out)
 }
 
-fn scan_node(
+fn scan_page(
     store: &PageStore,
-    node: &Node,
+    page: &Page,
     lo: &Bound<Vec<u8>>,
     hi: &Bound<Vec<u8>>,
     limit: usize,
     out: &mut Vec<Entry>,
 ) -> Result<()> {
-    match node {
-        Node::Leaf(entries) => {
-            for (k, v) in entries {
-                if out.len() >= limit || !below(hi, k) {
-                    break;
-                }
-                if above(lo, k) {
-                    out.push((k.clone(), v.clone()));
-                }
+    if page.is_leaf() {
+        let first = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(l) => page.leaf_find(l).unwrap_or_else(|i| i),
+            Bound::Excluded(l) => page.leaf_find(l).map_or_else(|i| i, |i| i + 1),
+        };
+        for i in first..page.leaf_len() {
+            let k = page.leaf_key(i);
+            if out.len() >= limit || !below(hi, k) {
+                break;
             }
+            debug_assert!(above(lo, k));
+            out.push((k.to_vec(), page.leaf_value(i).to_vec()));
         }
-        Node::Branch {
-            level,
-            keys,
-            children,
-        } => {
-            let first = match lo {
-                Bound::Unbounded => 0,
-                Bound::Included(l) | Bound::Excluded(l) => child_index(keys, l),
-            };
-            for i in first..children.len() {
-                if out.len() >= limit || (i > 0 && !below(hi, &keys[i - 1])) {
-                    break;
-                }
-                let child = load_child(store, *level, children[i])?;
-                scan_node(store, &child, lo, hi, limit, out)?;
-            }
+        return Ok(());
+    }
+    let first = match lo {
+        Bound::Unbounded => 0,
+        Bound::Included(l) | Bound::Excluded(l) => page.child_index(l),
+    };
+    for i in first..page.children_len() {
+        if out.len() >= limit || (i > 0 && !below(hi, page.separator(i - 1))) {
+            break;
         }
+        let child = load_child(store, page.level(), page.child(i))?;
+        scan_page(store, &child, lo, hi, limit, out)?;
     }
     Ok(())
 }
@@ -145,39 +130,38 @@ pub fn walk_since(
     if root.generation <= since {
         return Ok(());
     }
-    let node = store.load(root)?;
-    walk_node(store, root, &node, since, visit)
+    let page = store.load(root)?;
+    walk_page(store, root, &page, since, visit)
 }
 
-fn walk_node(
+fn walk_page(
     store: &PageStore,
     at: NodeRef,
-    node: &Node,
+    page: &Page,
     since: u64,
     visit: &mut dyn FnMut(NodeRef, u8),
 ) -> Result<()> {
-    visit(at, node.level());
-    if let Node::Branch {
-        level, children, ..
-    } = node
-    {
-        for &c in children {
-            if c.generation > at.generation {
-                return Err(Error::corrupted(
-                    &store.path,
-                    at.page * crate::page::PAGE_SIZE as u64,
-                    "child newer than its parent",
-                ));
-            }
-            if c.generation <= since {
-                continue;
-            }
-            if *level == 1 {
-                visit(c, 0);
-            } else {
-                let child = load_child(store, *level, c)?;
-                walk_node(store, c, &child, since, visit)?;
-            }
+    visit(at, page.level());
+    if page.is_leaf() {
+        return Ok(());
+    }
+    for i in 0..page.children_len() {
+        let c = page.child(i);
+        if c.generation > at.generation {
+            return Err(Error::corrupted(
+                &store.path,
+                at.page * crate::page::PAGE_SIZE as u64,
+                "child newer than its parent",
+            ));
+        }
+        if c.generation <= since {
+            continue;
+        }
+        if page.level() == 1 {
+            visit(c, 0);
+        } else {
+            let child = load_child(store, page.level(), c)?;
+            walk_page(store, c, &child, since, visit)?;
         }
     }
     Ok(())
@@ -238,7 +222,7 @@ impl Merge<'_> {
         let (mut parts, mut level) = match root {
             None => (self.write_leaves(merge_sorted(Vec::new(), changes))?, 0u8),
             Some(r) => {
-                let node = self.store.load(r)?;
+                let node = self.store.load(r)?.to_node();
                 let level = node.level();
                 (self.merge_node(r, &node, changes)?, level)
             }
@@ -253,19 +237,17 @@ impl Merge<'_> {
         // Shrink the height while the root is a branch with a single child. A page this
         // merge wrote goes straight back to the allocator; an older one is freed.
         loop {
-            let node = self.store.load(root)?;
-            match &*node {
-                Node::Branch { children, .. } if children.len() == 1 => {
-                    if root.generation == self.generation {
-                        self.alloc.free.insert(root.page);
-                        self.alloc.taken.retain(|&p| p != root.page);
-                    } else {
-                        self.freed.push(root.page);
-                    }
-                    root = children[0];
-                }
-                _ => return Ok(Some(root)),
+            let page = self.store.load(root)?;
+            if page.is_leaf() || page.children_len() > 1 {
+                return Ok(Some(root));
             }
+            if root.generation == self.generation {
+                self.alloc.free.insert(root.page);
+                self.alloc.taken.retain(|&p| p != root.page);
+            } else {
+                self.freed.push(root.page);
+            }
+            root = page.child(0);
         }
     }
 
@@ -313,8 +295,8 @@ impl Merge<'_> {
                         out.push((lo, child));
                         continue;
                     }
-                    let child_node = load_child(self.store, *level, child)?;
-                    if let Node::Leaf(entries) = &*child_node {
+                    let child_node = load_child(self.store, *level, child)?.to_node();
+                    if let Node::Leaf(entries) = &child_node {
                         assert_eq!(*level, 1);
                         assert!(child.generation < self.generation);
                         self.freed.push(child.page);

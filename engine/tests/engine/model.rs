@@ -319,6 +319,46 @@ fn run_tree(batches: Vec<Batch>) {
                 .collect();
             assert_eq!(&got, want, "a pinned snapshot changed");
         }
+        // Point reads and ranges that start inside the tree descend through branch
+        // separators, which a full scan never searches: every key present and its
+        // successor absent, and ranges from each present key.
+        let (newest, want) = readers.last().expect("pushed above");
+        for (k, v) in want {
+            assert_eq!(newest.get(k).unwrap().as_ref(), Some(v), "get {k:?}");
+            let mut after = k.clone();
+            after.push(b'~');
+            assert_eq!(newest.get(&after).unwrap(), None, "get {after:?}");
+        }
+        for (k, _) in want.iter().step_by(97) {
+            let got: Vec<Vec<u8>> = newest
+                .range(k.clone()..)
+                .take(5)
+                .map(|e| e.unwrap().0)
+                .collect();
+            let expect: Vec<Vec<u8>> = want
+                .range(k.clone()..)
+                .take(5)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(got, expect, "range from {k:?}");
+            let got: Vec<Vec<u8>> = newest
+                .range((
+                    std::ops::Bound::Excluded(k.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take(3)
+                .map(|e| e.unwrap().0)
+                .collect();
+            let expect: Vec<Vec<u8>> = want
+                .range((
+                    std::ops::Bound::Excluded(k.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take(3)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(got, expect, "range after {k:?}");
+        }
     }
     drop(readers);
     drop(db);
