@@ -2,7 +2,7 @@
 //! recursive removal, safe relative paths, and the destination lock file.
 
 use crate::error::{Error, Result};
-use ryu_io::{DynDisk, IoError};
+use ryu_io::{DynDisk, DynFile, IoError};
 use std::path::{Component, Path, PathBuf};
 
 /// Name of the lock file in a destination directory.
@@ -28,6 +28,97 @@ pub(crate) fn write_file_synced(disk: &DynDisk, path: &Path, bytes: &[u8]) -> Re
     f.write_at(0, bytes)
         .map_err(|e| Error::io("write", path, e))?;
     f.sync_data().map_err(|e| Error::io("sync", path, e))?;
+    Ok(())
+}
+
+/// Writes one destination file front to back and syncs it after every
+/// `sync_every_bytes` written (0: never; the owner syncs at the end), so no more than
+/// that much of it is ever dirty and unsynced. A write that would cross the boundary is
+/// split there.
+#[derive(Debug)]
+pub(crate) struct Appender {
+    file: DynFile,
+    path: PathBuf,
+    at: u64,
+    unsynced_bytes: u64,
+    sync_every_bytes: u64,
+}
+
+impl Appender {
+    /// Append to `file` (named `path` in errors) from offset `at`.
+    pub(crate) fn new(file: DynFile, path: PathBuf, at: u64, sync_every_bytes: u64) -> Appender {
+        Appender {
+            file,
+            path,
+            at,
+            unsynced_bytes: 0,
+            sync_every_bytes,
+        }
+    }
+
+    /// Write `data` at the end of what was appended so far, syncing at each boundary.
+    pub(crate) fn append(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = match self.sync_every_bytes {
+                0 => data.len(),
+                every => {
+                    assert!(self.unsynced_bytes < every);
+                    data.len()
+                        .min(usize::try_from(every - self.unsynced_bytes).unwrap_or(usize::MAX))
+                }
+            };
+            let (now, rest) = data.split_at(n);
+            self.file
+                .write_at(self.at, now)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            self.at += n as u64;
+            self.unsynced_bytes += n as u64;
+            data = rest;
+            if self.sync_every_bytes > 0 && self.unsynced_bytes == self.sync_every_bytes {
+                self.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sync the file now.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("sync", &self.path, e))?;
+        self.unsynced_bytes = 0;
+        Ok(())
+    }
+
+    /// Bytes appended since the last sync (by [`Appender::sync`] or a boundary).
+    pub(crate) fn unsynced_bytes(&self) -> u64 {
+        self.unsynced_bytes
+    }
+
+    /// The file, for the owner's last writes and sync.
+    pub(crate) fn into_file(self) -> DynFile {
+        self.file
+    }
+}
+
+/// Create `path` (which must not exist), write `bytes` through an [`Appender`] syncing
+/// every `sync_every_bytes`, and make sure the whole file is synced. The caller syncs
+/// the directory. For a file no larger than `sync_every_bytes` (or with 0) this is one
+/// write and one sync, as [`write_file_synced`].
+pub(crate) fn write_file_synced_every(
+    disk: &DynDisk,
+    path: &Path,
+    bytes: &[u8],
+    sync_every_bytes: u64,
+) -> Result<()> {
+    let f = disk
+        .create(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    let mut out = Appender::new(f, path.to_path_buf(), 0, sync_every_bytes);
+    out.append(bytes)?;
+    if out.unsynced_bytes() > 0 || bytes.is_empty() {
+        out.sync()?;
+    }
     Ok(())
 }
 

@@ -6,5 +6,6 @@
 mod basics;
 mod common;
 mod damage;
+mod periodic_sync;
 mod prune;
 mod sim;

@@ -1,0 +1,318 @@
+//! `BackupOptions::sync_every_bytes`: a job syncs each file it writes as it goes, so
+//! no destination file ever holds more than that many bytes written and not synced,
+//! and a crash mid-copy keeps every synced prefix.
+
+use crate::common::{Model, commit_some, read_all};
+use ryu_backup::{
+    BackupId, BackupJob, BackupOptions, DEFAULT_SYNC_EVERY_BYTES, RestoreOptions, Step,
+    VerifyOptions, restore, verify,
+};
+use ryu_engine::{Db, Options};
+use ryu_io::{Disk, DynDisk, DynFile, File, IoResult, ManualClock};
+use ryu_sim::SimDisk;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const DEST: &str = "backups";
+const EVERY: u64 = 64 << 10;
+
+/// What one file saw through a [`SyncLedger`].
+#[derive(Debug, Default, Clone)]
+struct FileLedger {
+    /// The file as written through the ledger (writes only; nothing else changes it).
+    image: Vec<u8>,
+    /// Bytes written since the last successful sync.
+    unsynced_bytes: u64,
+    /// The most `unsynced_bytes` ever reached.
+    max_unsynced_bytes: u64,
+    /// Successful syncs.
+    syncs: u64,
+    /// The image's length at the last successful sync: a prefix the media holds.
+    synced_len: u64,
+}
+
+/// A disk that records, per path, every write and sync made through it.
+#[derive(Debug, Clone)]
+struct SyncLedger {
+    inner: DynDisk,
+    files: Arc<Mutex<BTreeMap<PathBuf, FileLedger>>>,
+}
+
+impl SyncLedger {
+    fn new(inner: DynDisk) -> SyncLedger {
+        SyncLedger {
+            inner,
+            files: Arc::default(),
+        }
+    }
+
+    fn file(&self, path: &str) -> FileLedger {
+        self.files
+            .lock()
+            .unwrap()
+            .get(Path::new(path))
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} was never created"))
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.files.lock().unwrap().keys().cloned().collect()
+    }
+
+    fn wrap(&self, path: &Path, inner: DynFile) -> DynFile {
+        Arc::new(LedgerFile {
+            inner,
+            path: path.to_path_buf(),
+            files: self.files.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct LedgerFile {
+    inner: DynFile,
+    path: PathBuf,
+    files: Arc<Mutex<BTreeMap<PathBuf, FileLedger>>>,
+}
+
+impl File for LedgerFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> IoResult<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        self.inner.write_at(offset, data)?;
+        let mut files = self.files.lock().unwrap();
+        let f = files.entry(self.path.clone()).or_default();
+        let end = offset as usize + data.len();
+        if f.image.len() < end {
+            f.image.resize(end, 0);
+        }
+        f.image[offset as usize..end].copy_from_slice(data);
+        f.unsynced_bytes += data.len() as u64;
+        f.max_unsynced_bytes = f.max_unsynced_bytes.max(f.unsynced_bytes);
+        Ok(())
+    }
+    fn sync_data(&self) -> IoResult<()> {
+        self.inner.sync_data()?;
+        let mut files = self.files.lock().unwrap();
+        let f = files.entry(self.path.clone()).or_default();
+        f.unsynced_bytes = 0;
+        f.syncs += 1;
+        f.synced_len = f.image.len() as u64;
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> IoResult<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> IoResult<u64> {
+        self.inner.len()
+    }
+}
+
+impl Disk for SyncLedger {
+    fn create(&self, path: &Path) -> IoResult<DynFile> {
+        let f = self.inner.create(path)?;
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), FileLedger::default());
+        Ok(self.wrap(path, f))
+    }
+    fn open(&self, path: &Path) -> IoResult<DynFile> {
+        let f = self.inner.open(path)?;
+        Ok(self.wrap(path, f))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> IoResult<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> IoResult<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, path: &Path) -> IoResult<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn is_dir(&self, path: &Path) -> IoResult<bool> {
+        self.inner.is_dir(path)
+    }
+}
+
+/// A database with about 1.2 MB of pages in its checkpoint and about 200 KB of WAL in
+/// one segment after it.
+fn source(seed: u64) -> (SimDisk, Db, Model) {
+    let disk = SimDisk::new(seed);
+    let options = Options {
+        cache_pages: 64,
+        wal_segment_bytes: 4 << 20,
+        checkpoint_after_bytes: 0,
+        sync_commits: true,
+    };
+    let db = Db::open(Arc::new(disk.clone()), Path::new("db"), options).expect("open");
+    let mut model = Model::default();
+    for chunk in 0..30u32 {
+        let writes: Vec<ryu_engine::Write> = (0..10u32)
+            .map(|i| {
+                let k = format!("big{:05}", chunk * 10 + i).into_bytes();
+                (k, Some(vec![(chunk + i) as u8; 3000]))
+            })
+            .collect();
+        let mut w = db.begin_write();
+        for (k, v) in &writes {
+            w.put(k, v.as_ref().unwrap()).unwrap();
+        }
+        let ts = w.commit().unwrap();
+        model.commits.insert(ts, writes);
+    }
+    db.checkpoint().expect("checkpoint");
+    for round in 0..20 {
+        commit_some(&db, &mut model, round, 60);
+    }
+    (disk, db, model)
+}
+
+fn job(db: &Db, dst: &SyncLedger, id: &str, sync_every_bytes: u64) -> BackupJob {
+    let options = BackupOptions {
+        id: BackupId::new(id).unwrap(),
+        sync_every_bytes,
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    BackupJob::start(db, Arc::new(dst.clone()), Path::new(DEST), clock, options).expect("start")
+}
+
+fn run(job: &mut BackupJob, budget: u64) {
+    while !matches!(job.step(budget).expect("step"), Step::Done(_)) {}
+}
+
+#[test]
+fn the_default_syncs_every_few_mib() {
+    assert_eq!(DEFAULT_SYNC_EVERY_BYTES, 4 << 20);
+    assert_eq!(BackupOptions::default().sync_every_bytes, 4 << 20);
+}
+
+/// Steps of 256 KiB write more than the 64 KiB interval at once: the job must split
+/// them. Without the periodic sync the pages file would reach a megabyte unsynced.
+#[test]
+fn no_file_ever_holds_more_than_sync_every_bytes_unsynced() {
+    let (_src, db, model) = source(1);
+    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+    let mut j = job(&db, &dst, "b1", EVERY);
+    let ts = j.snapshot_ts();
+    run(&mut j, 256 << 10);
+    let pages = dst.file("backups/.tmp-b1/data.pages");
+    assert!(pages.image.len() > 1_000_000, "{}", pages.image.len());
+    assert!(
+        pages.max_unsynced_bytes <= EVERY,
+        "data.pages had {} bytes unsynced",
+        pages.max_unsynced_bytes
+    );
+    let entries = pages.image.len() as u64 - 64;
+    assert!(pages.syncs > entries / EVERY, "{} syncs", pages.syncs);
+    let wal: Vec<PathBuf> = dst
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("backups/.tmp-b1/wal"))
+        .collect();
+    assert_eq!(wal.len(), 1, "{wal:?}");
+    let seg = dst.file(wal[0].to_str().unwrap());
+    assert!(seg.image.len() as u64 > 2 * EVERY, "{}", seg.image.len());
+    assert!(seg.max_unsynced_bytes <= EVERY, "{seg:?}");
+    assert_eq!(seg.synced_len, seg.image.len() as u64, "synced to the end");
+    assert_eq!(
+        pages.synced_len,
+        pages.image.len() as u64,
+        "synced to the end"
+    );
+
+    // Split writes change nothing in the result.
+    let d: DynDisk = Arc::new(dst.clone());
+    assert!(
+        verify(&d, Path::new(DEST), "b1", &VerifyOptions { deep: true })
+            .unwrap()
+            .is_ok()
+    );
+    let target: DynDisk = Arc::new(SimDisk::new(3));
+    restore(
+        &d,
+        Path::new(DEST),
+        "b1",
+        &target,
+        Path::new("r"),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    let restored = Db::open(target, Path::new("r"), Options::default()).unwrap();
+    assert_eq!(read_all(&restored), model.state_at(ts));
+}
+
+/// With 0 each file is synced once, at its end (and the ledger sees it: the pages
+/// file reaches its full size unsynced).
+#[test]
+fn zero_syncs_each_file_only_when_complete() {
+    let (_src, db, _model) = source(1);
+    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+    let mut j = job(&db, &dst, "b1", 0);
+    run(&mut j, 256 << 10);
+    let pages = dst.file("backups/.tmp-b1/data.pages");
+    assert_eq!(pages.syncs, 1);
+    assert_eq!(pages.max_unsynced_bytes, pages.image.len() as u64);
+}
+
+/// The backup writer dies in the middle of the pages and the destination loses power:
+/// every prefix synced before survives, byte for byte, and the leftover is incomplete.
+#[test]
+fn a_crash_mid_copy_keeps_every_synced_prefix() {
+    let mut survived = 0;
+    for seed in 0..8 {
+        let (_src, db, _model) = source(1);
+        let sim = SimDisk::new(100 + seed);
+        let dst = SyncLedger::new(Arc::new(sim.clone()));
+        let mut j = job(&db, &dst, "b1", EVERY);
+        // About 700 KB of the 1.2 MB of pages, in steps that do not end on a boundary.
+        for _ in 0..7 {
+            assert!(matches!(j.step(100_000).unwrap(), Step::Progress(_)));
+        }
+        let before = dst.file("backups/.tmp-b1/data.pages");
+        let written = before.image.len() as u64;
+        assert!(written > 600_000, "{written}");
+        assert!(
+            before.synced_len + EVERY >= written,
+            "seed {seed}: {written} bytes written, only {} synced",
+            before.synced_len
+        );
+        drop(j);
+        sim.crash();
+        // The file's directory entry is synced only at finalize, so a crash may take
+        // the whole file (and with it the synced bytes) away; what is there must hold
+        // the synced prefix.
+        let f = match sim.open(Path::new("backups/.tmp-b1/data.pages")) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        survived += 1;
+        let len = f.len().unwrap();
+        assert!(len >= before.synced_len, "seed {seed}: {len} bytes left");
+        let mut buf = vec![0u8; before.synced_len as usize];
+        f.read_at(0, &mut buf).unwrap();
+        assert!(
+            buf == before.image[..buf.len()],
+            "seed {seed}: the synced prefix changed"
+        );
+        let d: DynDisk = Arc::new(sim.clone());
+        let listed = ryu_backup::list(&d, Path::new(DEST)).unwrap();
+        assert!(
+            listed
+                .iter()
+                .all(|e| matches!(e.status, ryu_backup::BackupStatus::Incomplete)),
+            "{listed:?}"
+        );
+    }
+    assert!(survived >= 2, "only {survived} of 8 crashes kept the file");
+}
