@@ -1092,7 +1092,10 @@ impl WriteTxn {
     }
 }
 
-const SCAN_BATCH: usize = 64;
+/// Entries a scan takes from each source per refill. Each refill descends the tree
+/// again and takes the database lock once, so a larger batch costs fewer of both per
+/// entry; the lock is held for at most this many delta entries.
+const SCAN_BATCH: usize = 256;
 
 /// An ordered scan over a snapshot (and a transaction's own writes). Reads the tree in
 /// batches, so a scan of any length holds no lock between items.
@@ -1152,8 +1155,9 @@ impl<'a> Range<'a> {
         )?;
         let mut horizon: Option<Vec<u8>> =
             (from_tree.len() == SCAN_BATCH).then(|| from_tree[SCAN_BATCH - 1].0.clone());
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-            from_tree.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        // Newer layers over the tree, each sorted and distinct: committed versions
+        // newer than the base tree, then this transaction's own writes.
+        let mut from_delta: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         {
             let st = txn.db.lock();
             let mut seen = 0;
@@ -1163,7 +1167,7 @@ impl<'a> Range<'a> {
             {
                 seen += 1;
                 if let Some(v) = st.delta_get(k, txn.start_ts, txn.base.checkpoint_ts) {
-                    merged.insert(k.clone(), v);
+                    from_delta.push((k.clone(), v));
                 }
                 if seen == SCAN_BATCH {
                     horizon = Some(horizon.map_or(k.clone(), |h| h.min(k.clone())));
@@ -1171,18 +1175,22 @@ impl<'a> Range<'a> {
                 }
             }
         }
+        let mut from_writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         if let Some(writes) = self.writes {
             for (i, (k, v)) in writes
                 .range::<Vec<u8>, _>((self.lo.clone(), self.hi.clone()))
                 .enumerate()
             {
-                merged.insert(k.clone(), v.clone());
+                from_writes.push((k.clone(), v.clone()));
                 if i + 1 == SCAN_BATCH {
                     horizon = Some(horizon.map_or(k.clone(), |h| h.min(k.clone())));
                     break;
                 }
             }
         }
+        let tree: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            from_tree.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let merged = overlay(overlay(tree, from_delta), from_writes);
         for (k, v) in merged {
             if horizon.as_ref().is_some_and(|h| k > *h) {
                 break;
@@ -1197,6 +1205,29 @@ impl<'a> Range<'a> {
         }
         Ok(())
     }
+}
+
+/// Merge two sorted runs of distinct keys; where both hold a key, `top`'s entry wins
+/// (`None` is a deletion that hides the key below).
+fn overlay(
+    base: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    top: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    if top.is_empty() {
+        return base;
+    }
+    let mut out = Vec::with_capacity(base.len() + top.len());
+    let mut base = base.into_iter().peekable();
+    for (k, v) in top {
+        while let Some(e) = base.next_if(|(bk, _)| *bk < k) {
+            out.push(e);
+        }
+        base.next_if(|(bk, _)| *bk == k);
+        out.push((k, v));
+    }
+    out.extend(base);
+    debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+    out
 }
 
 impl Iterator for Range<'_> {
