@@ -5,6 +5,7 @@
 mod engine_crash;
 mod linearizability;
 mod planted;
+mod raft_checks;
 mod shrink;
 mod timeline;
 
