@@ -166,9 +166,7 @@ impl State {
     /// The delta's answer for `key` at a snapshot: `Some(value-or-tombstone)` when a
     /// version newer than the base tree is visible, `None` when the tree decides.
     fn delta_get(&self, key: &[u8], start_ts: Ts, base_ts: Ts) -> Option<Option<Vec<u8>>> {
-        let versions = self.delta.get(key)?;
-        let v = versions.iter().rev().find(|v| v.ts <= start_ts)?;
-        (v.ts > base_ts).then(|| v.value.clone())
+        visible(self.delta.get(key)?, start_ts, base_ts).cloned()
     }
 
     fn insert_versions(&mut self, ts: Ts, writes: &[Write]) {
@@ -219,6 +217,14 @@ impl State {
         assert!(freed <= self.delta_bytes);
         self.delta_bytes -= freed;
     }
+}
+
+/// The version of a key a snapshot at `start_ts` over a tree at `base_ts` reads from
+/// the delta: `None` when the tree decides (no version at or below `start_ts`, or the
+/// newest such is already in the tree).
+fn visible(versions: &[Version], start_ts: Ts, base_ts: Ts) -> Option<&Option<Vec<u8>>> {
+    let v = versions.iter().rev().find(|v| v.ts <= start_ts)?;
+    (v.ts > base_ts).then_some(&v.value)
 }
 
 #[derive(Debug)]
@@ -1107,6 +1113,9 @@ pub struct Range<'a> {
     hi: Bound<Vec<u8>>,
     ready: VecDeque<Entry>,
     done: bool,
+    /// Entries taken from each source per refill ([`SCAN_BATCH`] unless a test sets
+    /// it small to make every source's cut happen often).
+    batch: usize,
 }
 
 impl<'a> Range<'a> {
@@ -1123,7 +1132,18 @@ impl<'a> Range<'a> {
             hi,
             ready: VecDeque::new(),
             done: false,
+            batch: SCAN_BATCH,
         }
+    }
+
+    /// Take `batch` entries from each source per refill instead of the default. For
+    /// tests: small batches make the cuts between the tree, the newer versions and a
+    /// transaction's writes fall everywhere.
+    #[doc(hidden)]
+    pub fn batch_size(mut self, batch: usize) -> Self {
+        assert!(batch >= 1);
+        self.batch = batch;
+        self
     }
 
     /// True when no key lies between the bounds (`BTreeMap::range` panics on some).
@@ -1150,26 +1170,26 @@ impl<'a> Range<'a> {
             txn.base.root,
             &self.lo,
             &self.hi,
-            SCAN_BATCH,
+            self.batch,
             &mut from_tree,
         )?;
         let mut horizon: Option<Vec<u8>> =
-            (from_tree.len() == SCAN_BATCH).then(|| from_tree[SCAN_BATCH - 1].0.clone());
+            (from_tree.len() == self.batch).then(|| from_tree[self.batch - 1].0.clone());
         // Newer layers over the tree, each sorted and distinct: committed versions
         // newer than the base tree, then this transaction's own writes.
         let mut from_delta: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         {
             let st = txn.db.lock();
             let mut seen = 0;
-            for (k, _) in st
+            for (k, versions) in st
                 .delta
                 .range::<Vec<u8>, _>((self.lo.clone(), self.hi.clone()))
             {
                 seen += 1;
-                if let Some(v) = st.delta_get(k, txn.start_ts, txn.base.checkpoint_ts) {
-                    from_delta.push((k.clone(), v));
+                if let Some(v) = visible(versions, txn.start_ts, txn.base.checkpoint_ts) {
+                    from_delta.push((k.clone(), v.clone()));
                 }
-                if seen == SCAN_BATCH {
+                if seen == self.batch {
                     horizon = Some(horizon.map_or(k.clone(), |h| h.min(k.clone())));
                     break;
                 }
@@ -1182,7 +1202,7 @@ impl<'a> Range<'a> {
                 .enumerate()
             {
                 from_writes.push((k.clone(), v.clone()));
-                if i + 1 == SCAN_BATCH {
+                if i + 1 == self.batch {
                     horizon = Some(horizon.map_or(k.clone(), |h| h.min(k.clone())));
                     break;
                 }

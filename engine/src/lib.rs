@@ -18,6 +18,11 @@
 //! - **Copy-on-write and pins.** A checkpoint writes only pages that no durable or
 //!   pinned generation reaches, so the pages of a pinned generation stay intact; pages
 //!   a checkpoint replaces are reused only when no pin on an older generation remains.
+//! - **Page cache.** A bounded number of pages ([`Options`]), each kept as the bytes
+//!   read from the file, validated once and searched in place (`page::Page`), evicted
+//!   by CLOCK. A cached page is keyed by its full pointer (number, generation,
+//!   checksum), so a page number reused by a later generation is never served for an
+//!   older one.
 //! - **Failure.** A failed sync poisons the engine (`Error::Poisoned` for writes until
 //!   reopen). Running out of space fails the commit that needed a new WAL segment, or
 //!   the checkpoint, before anything is committed. Bad bytes are `Error::Corrupted`

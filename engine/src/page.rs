@@ -394,7 +394,8 @@ impl Page {
             }
         };
         let level = b[PG_LEVEL];
-        let mut offsets: Vec<u16> = Vec::with_capacity(count);
+        // The count is not trusted yet: no page holds more entries than this.
+        let mut offsets: Vec<u16> = Vec::with_capacity(count.min(PAGE_BODY / LEAF_ENTRY_OVERHEAD));
         match b[PG_TYPE] {
             TYPE_LEAF if level != 0 => {
                 return Err(bad(PG_LEVEL, "leaf with a nonzero level".into()));

@@ -34,26 +34,63 @@ fn load_child(store: &PageStore, parent_level: u8, at: NodeRef) -> Result<Arc<Pa
     Ok(page)
 }
 
+/// A leaf's keys must lie in `[lo, hi)`, the separators its ancestors route by. A
+/// checksum-valid page that breaks this (a bug, or a page copied whole into the wrong
+/// place) would make reads miss keys and scans return them out of order: report it.
+fn check_leaf_bounds(
+    store: &PageStore,
+    at: NodeRef,
+    leaf: &Page,
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+) -> Result<()> {
+    let n = leaf.leaf_len();
+    if n == 0 {
+        return Ok(());
+    }
+    if lo.is_some_and(|lo| leaf.leaf_key(0) < lo) || hi.is_some_and(|hi| leaf.leaf_key(n - 1) >= hi)
+    {
+        return Err(Error::corrupted(
+            &store.path,
+            at.page * crate::page::PAGE_SIZE as u64,
+            format!(
+                "page {} holds keys outside the range its parent routes to it",
+                at.page
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A separator of a branch page: `page.separator(index)`, kept alive past the descent.
+type Separator = Option<(Arc<Page>, usize)>;
+
+fn separator(s: &Separator) -> Option<&[u8]> {
+    s.as_ref().map(|(page, i)| page.separator(*i))
+}
+
 /// The value of `key` in the tree at `root`.
 pub fn get(store: &PageStore, root: Option<NodeRef>, key: &[u8]) -> Result<Option<Vec<u8>>> {
     let Some(root) = root else { return Ok(None) };
+    let mut at = root;
     let mut page = store.load(root)?;
+    let (mut lo, mut hi): (Separator, Separator) = (None, None);
     while !page.is_leaf() {
-        let child = page.child(page.child_index(key));
-        page = load_child(store, page.level(), child)?;
+        let i = page.child_index(key);
+        if i > 0 {
+            lo = Some((page.clone(), i - 1));
+        }
+        if i + 1 < page.children_len() {
+            hi = Some((page.clone(), i));
+        }
+        at = page.child(i);
+        page = load_child(store, page.level(), at)?;
     }
+    check_leaf_bounds(store, at, &page, separator(&lo), separator(&hi))?;
     Ok(page
         .leaf_find(key)
         .ok()
         .map(|i| page.leaf_value(i).to_vec()))
-}
-
-fn above(lo: &Bound<Vec<u8>>, key: &[u8]) -> bool {
-    match lo {
-        Bound::Unbounded => true,
-        Bound::Included(l) => key >= l.as_slice(),
-        Bound::Excluded(l) => key > l.as_slice(),
-    }
 }
 
 fn below(hi: &Bound<Vec<u8>>, key: &[u8]) -> bool {
@@ -75,45 +112,75 @@ pub fn scan(
 ) -> Result<()> {
     let Some(root) = root else { return Ok(()) };
     let page = store.load(root)?;
-    scan_page(store, &page, lo, hi, limit, out)
+    let walk = Walk {
+        store,
+        lo,
+        hi,
+        limit,
+    };
+    walk.page(root, &page, (None, None), out)
 }
 
-fn scan_page(
-    store: &PageStore,
-    page: &Page,
-    lo: &Bound<Vec<u8>>,
-    hi: &Bound<Vec<u8>>,
+/// One scan's fixed arguments.
+struct Walk<'a> {
+    store: &'a PageStore,
+    lo: &'a Bound<Vec<u8>>,
+    hi: &'a Bound<Vec<u8>>,
     limit: usize,
-    out: &mut Vec<Entry>,
-) -> Result<()> {
-    if page.is_leaf() {
-        let first = match lo {
+}
+
+impl Walk<'_> {
+    /// Scan `page` (at `at`), whose keys its ancestors bound to `[routed.0, routed.1)`.
+    fn page(
+        &self,
+        at: NodeRef,
+        page: &Page,
+        routed: (Option<&[u8]>, Option<&[u8]>),
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        if page.is_leaf() {
+            check_leaf_bounds(self.store, at, page, routed.0, routed.1)?;
+            let first = match self.lo {
+                Bound::Unbounded => 0,
+                Bound::Included(l) => page.leaf_find(l).unwrap_or_else(|i| i),
+                Bound::Excluded(l) => page.leaf_find(l).map_or_else(|i| i, |i| i + 1),
+            };
+            for i in first..page.leaf_len() {
+                let k = page.leaf_key(i);
+                if out.len() >= self.limit || !below(self.hi, k) {
+                    break;
+                }
+                out.push((k.to_vec(), page.leaf_value(i).to_vec()));
+            }
+            return Ok(());
+        }
+        let first = match self.lo {
             Bound::Unbounded => 0,
-            Bound::Included(l) => page.leaf_find(l).unwrap_or_else(|i| i),
-            Bound::Excluded(l) => page.leaf_find(l).map_or_else(|i| i, |i| i + 1),
+            Bound::Included(l) | Bound::Excluded(l) => page.child_index(l),
         };
-        for i in first..page.leaf_len() {
-            let k = page.leaf_key(i);
-            if out.len() >= limit || !below(hi, k) {
+        let n = page.children_len();
+        for i in first..n {
+            if out.len() >= self.limit || (i > 0 && !below(self.hi, page.separator(i - 1))) {
                 break;
             }
-            debug_assert!(above(lo, k));
-            out.push((k.to_vec(), page.leaf_value(i).to_vec()));
+            let child_at = page.child(i);
+            let child = load_child(self.store, page.level(), child_at)?;
+            let bounds = (
+                if i > 0 {
+                    Some(page.separator(i - 1))
+                } else {
+                    routed.0
+                },
+                if i + 1 < n {
+                    Some(page.separator(i))
+                } else {
+                    routed.1
+                },
+            );
+            self.page(child_at, &child, bounds, out)?;
         }
-        return Ok(());
+        Ok(())
     }
-    let first = match lo {
-        Bound::Unbounded => 0,
-        Bound::Included(l) | Bound::Excluded(l) => page.child_index(l),
-    };
-    for i in first..page.children_len() {
-        if out.len() >= limit || (i > 0 && !below(hi, page.separator(i - 1))) {
-            break;
-        }
-        let child = load_child(store, page.level(), page.child(i))?;
-        scan_page(store, &child, lo, hi, limit, out)?;
-    }
-    Ok(())
 }
 
 /// Visit every page of the tree at `root` whose generation is above `since`, with its

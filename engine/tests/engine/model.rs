@@ -113,10 +113,25 @@ impl ModelTxn {
         }
     }
 
-    fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// A scan taking `batch` entries per refill from each source (the tree, newer
+    /// versions, the transaction's writes), so each source's cut lands among the others.
+    fn scan(
+        &self,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        batch: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         match &self.txn {
-            Txn::Read(r) => r.range((lo, hi)).map(Result::unwrap).collect(),
-            Txn::Write(w, _) => w.range((lo, hi)).map(Result::unwrap).collect(),
+            Txn::Read(r) => r
+                .range((lo, hi))
+                .batch_size(batch)
+                .map(Result::unwrap)
+                .collect(),
+            Txn::Write(w, _) => w
+                .range((lo, hi))
+                .batch_size(batch)
+                .map(Result::unwrap)
+                .collect(),
         }
     }
 }
@@ -185,7 +200,11 @@ fn run(ops: Vec<Op>) {
                         .range(lo.clone()..=hi.clone())
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
-                    assert_eq!(t.scan(Bound::Included(lo), Bound::Included(hi)), want);
+                    let batch = 1 + usize::from((a ^ b) % 4);
+                    assert_eq!(
+                        t.scan(Bound::Included(lo), Bound::Included(hi), batch),
+                        want
+                    );
                 }
             }
             Op::Prefix(s, p) => {
