@@ -45,6 +45,24 @@ fn set_options(con: &mut Con) {
     assert_eq!(code, "ERR");
 }
 
+/// Values up to the limit are stored whole; a larger value or key is refused with a
+/// clear error and changes nothing.
+fn size_limits(con: &mut Con) {
+    use redis::Value::Okay;
+    let largest = "v".repeat(ryu_engine::MAX_VALUE_BYTES);
+    assert_eq!(cmd(con, &["SET", "big", &largest]).unwrap(), Okay);
+    assert_eq!(cmd(con, &["GET", "big"]).unwrap(), bulk(&largest));
+    let too_large = "w".repeat(ryu_engine::MAX_VALUE_BYTES + 1);
+    let (code, text) = error_code(cmd(con, &["SET", "big", &too_large]));
+    assert_eq!(code, "ERR");
+    assert!(text.contains("exceeds"), "{text}");
+    assert_eq!(cmd(con, &["GET", "big"]).unwrap(), bulk(&largest));
+    let long_key = "k".repeat(ryu_engine::MAX_KEY_BYTES + 1);
+    let (code, text) = error_code(cmd(con, &["SET", &long_key, "v"]));
+    assert_eq!(code, "ERR");
+    assert!(text.contains("exceeds"), "{text}");
+}
+
 fn counters(con: &mut Con) {
     use redis::Value::{Int, Okay};
     assert_eq!(cmd(con, &["INCR", "n"]).unwrap(), Int(1));
@@ -264,6 +282,7 @@ fn redis_cli_style_commands_behave_like_redis() {
     assert_eq!(code, "ERR", "AUTH without a configured password");
 
     set_options(&mut con);
+    size_limits(&mut con);
     counters(&mut con);
     multi_key(&mut con);
     scan(&mut con);
