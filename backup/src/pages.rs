@@ -145,17 +145,7 @@ pub fn read_entries(
     let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
     file.read_at(0, &mut head)
         .map_err(|e| Error::io("read", path, e))?;
-    let h = PagesHeader::decode(&head, len, path)?;
-    if h.generation != expect.generation || h.page_count != expect.page_count {
-        return Err(Error::corrupted(
-            path,
-            H_GENERATION as u64,
-            format!(
-                "pages header says generation {} with {} pages; the manifest says {} with {}",
-                h.generation, h.page_count, expect.generation, expect.page_count
-            ),
-        ));
-    }
+    let h = check_header(&head, len, path, expect)?;
     let mut buf = Vec::new();
     let mut done = 0u64;
     while done < h.entries {
@@ -176,55 +166,138 @@ pub fn read_entries(
 
 const CHUNK_ENTRIES: u64 = 256;
 
+/// Decode a header (the first bytes of a file of `len` bytes) and check it against
+/// `expect`.
+fn check_header(head: &[u8], len: u64, path: &Path, expect: PageExpect) -> Result<PagesHeader> {
+    let h = PagesHeader::decode(head, len, path)?;
+    if h.generation != expect.generation || h.page_count != expect.page_count {
+        return Err(Error::corrupted(
+            path,
+            H_GENERATION as u64,
+            format!(
+                "pages header says generation {} with {} pages; the manifest says {} with {}",
+                h.generation, h.page_count, expect.generation, expect.page_count
+            ),
+        ));
+    }
+    Ok(h)
+}
+
+/// One read of a whole pages file for verification: its length and the crc32 of all
+/// its bytes (what a manifest records), and the outcome of [`check`] on those same
+/// bytes. The outer error is an I/O error (the file could not be read to the end).
+pub fn check_with_crc(
+    disk: &DynDisk,
+    path: &Path,
+    expect: PageExpect,
+) -> Result<(u64, u32, Result<Superblock>)> {
+    let file = disk.open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("len", path, e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
+    file.read_at(0, &mut head)
+        .map_err(|e| Error::io("read", path, e))?;
+    crc.update(&head);
+    // Once the checks fail the rest is only hashed.
+    let mut checks = check_header(&head, len, path, expect).map(|_| PageChecker::new(path, expect));
+    let mut buf = vec![0u8; CHUNK_ENTRIES as usize * ENTRY_BYTES];
+    let mut at = head.len() as u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        file.read_at(at, chunk)
+            .map_err(|e| Error::io("read", path, e))?;
+        crc.update(chunk);
+        if let Ok(c) = &mut checks {
+            // A valid header means the length is whole entries, so chunks are too.
+            for e in chunk.chunks_exact(ENTRY_BYTES) {
+                if let Err(err) = c.entry(u64_at(e, 0), &e[8..]) {
+                    checks = Err(err);
+                    break;
+                }
+            }
+        }
+        at += n as u64;
+    }
+    Ok((len, crc.finalize(), checks.and_then(PageChecker::finish)))
+}
+
+/// The checks of [`check`] on one entry after another.
+struct PageChecker<'a> {
+    path: &'a Path,
+    expect: PageExpect,
+    superblock: Option<Superblock>,
+    last: Option<u64>,
+    index: u64,
+}
+
+impl<'a> PageChecker<'a> {
+    fn new(path: &'a Path, expect: PageExpect) -> Self {
+        PageChecker {
+            path,
+            expect,
+            superblock: None,
+            last: None,
+            index: 0,
+        }
+    }
+
+    fn entry(&mut self, no: u64, page: &[u8]) -> Result<()> {
+        let expect = self.expect;
+        let at = PAGES_HEADER as u64 + self.index * ENTRY_BYTES as u64;
+        self.index += 1;
+        let bad = |d: String| Error::corrupted(self.path, at, format!("page {no}: {d}"));
+        if self.last.is_some_and(|l| no <= l) || no >= expect.page_count {
+            return Err(bad("out of order or beyond the page count".into()));
+        }
+        self.last = Some(no);
+        if no < FIRST_TREE_PAGE {
+            if page[SUPER_LEN..].iter().any(|&b| b != 0) {
+                return Err(bad("superblock page has bytes after the superblock".into()));
+            }
+            return match Superblock::decode(page) {
+                SuperSlot::Valid(sb)
+                    if sb.slot() == no
+                        && sb.generation == expect.generation
+                        && sb.page_count == expect.page_count
+                        && self.superblock.is_none() =>
+                {
+                    self.superblock = Some(sb);
+                    Ok(())
+                }
+                SuperSlot::Valid(_) => Err(bad("superblock does not fit".into())),
+                other => Err(bad(format!("bad superblock: {other:?}"))),
+            };
+        }
+        if !is_tree_page(page) {
+            return Err(bad("page checksum mismatch".into()));
+        }
+        let (id, generation) = (u64_at(page, PG_ID), u64_at(page, PG_GEN));
+        if id != no {
+            return Err(bad(format!("page says it is page {id}")));
+        }
+        if generation > expect.generation || expect.newer_than.is_some_and(|p| generation <= p) {
+            return Err(bad(format!(
+                "page of generation {generation} does not belong"
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Superblock> {
+        self.superblock
+            .ok_or_else(|| Error::corrupted(self.path, 0, "no superblock in the pages file"))
+    }
+}
+
 /// Check a whole pages file: its header against `expect`, ascending unique entries,
 /// one valid superblock of the right generation in its slot, and every tree page's
 /// checksum, own number and generation. Returns the superblock.
 pub fn check(disk: &DynDisk, path: &Path, expect: PageExpect) -> Result<Superblock> {
-    let mut superblock = None;
-    let mut last: Option<u64> = None;
-    let mut index = 0u64;
+    let mut checker = PageChecker::new(path, expect);
     read_entries(disk, path, expect, |run| {
-        for &(no, page) in run {
-            let at = PAGES_HEADER as u64 + index * ENTRY_BYTES as u64;
-            index += 1;
-            let bad = |d: String| Error::corrupted(path, at, format!("page {no}: {d}"));
-            if last.is_some_and(|l| no <= l) || no >= expect.page_count {
-                return Err(bad("out of order or beyond the page count".into()));
-            }
-            last = Some(no);
-            if no < FIRST_TREE_PAGE {
-                if page[SUPER_LEN..].iter().any(|&b| b != 0) {
-                    return Err(bad("superblock page has bytes after the superblock".into()));
-                }
-                match Superblock::decode(page) {
-                    SuperSlot::Valid(sb)
-                        if sb.slot() == no
-                            && sb.generation == expect.generation
-                            && sb.page_count == expect.page_count
-                            && superblock.is_none() =>
-                    {
-                        superblock = Some(sb);
-                    }
-                    SuperSlot::Valid(_) => return Err(bad("superblock does not fit".into())),
-                    other => return Err(bad(format!("bad superblock: {other:?}"))),
-                }
-                continue;
-            }
-            if !is_tree_page(page) {
-                return Err(bad("page checksum mismatch".into()));
-            }
-            let (id, generation) = (u64_at(page, PG_ID), u64_at(page, PG_GEN));
-            if id != no {
-                return Err(bad(format!("page says it is page {id}")));
-            }
-            if generation > expect.generation || expect.newer_than.is_some_and(|p| generation <= p)
-            {
-                return Err(bad(format!(
-                    "page of generation {generation} does not belong"
-                )));
-            }
-        }
-        Ok(())
+        run.iter()
+            .try_for_each(|&(no, page)| checker.entry(no, page))
     })?;
-    superblock.ok_or_else(|| Error::corrupted(path, 0, "no superblock in the pages file"))
+    checker.finish()
 }

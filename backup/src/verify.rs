@@ -246,6 +246,8 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
     let present: BTreeSet<String> = present.into_iter().collect();
     let mut listed = BTreeSet::new();
     let mut intact = BTreeSet::new();
+    // The pages file is read once: its checksum and its page checks together.
+    let mut page_checks = None;
     for f in &m.files {
         let Ok(rel) = safe_relative(&f.path) else {
             problems.push(Problem::UnsafePath {
@@ -260,7 +262,15 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
             });
             continue;
         }
-        match file_crc(disk, &dir.join(rel)) {
+        let crc = if f.path == PAGES_FILE {
+            pages::check_with_crc(disk, &dir.join(rel), page_expect(&m)).map(|(len, crc, c)| {
+                page_checks = Some(c);
+                (len, crc_hex(crc))
+            })
+        } else {
+            file_crc(disk, &dir.join(rel))
+        };
+        match crc {
             Ok((size, _)) if size != f.size_bytes => problems.push(Problem::WrongSize {
                 path: f.path.clone(),
                 expected: f.size_bytes,
@@ -285,7 +295,7 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
             problems.push(Problem::ExtraFile { path: p.clone() });
         }
     }
-    check_pages(disk, dir, &m, &intact, &mut problems);
+    check_pages(page_checks, &m, &intact, &mut problems);
     check_wal(disk, dir, &m, &intact, &mut problems);
     if let Err(detail) = check_chain(disk, dest, &m) {
         problems.push(Problem::Chain { detail });
@@ -297,9 +307,18 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
     })
 }
 
+fn page_expect(m: &Manifest) -> PageExpect {
+    PageExpect {
+        generation: m.generation,
+        page_count: m.page_count,
+        newer_than: m.parent_generation,
+    }
+}
+
+/// Report the outcome of the page checks made while the pages file's checksum was
+/// computed (see [`pages::check_with_crc`]), if the file is intact.
 fn check_pages(
-    disk: &DynDisk,
-    dir: &Path,
+    page_checks: Option<Result<ryu_engine::page::Superblock>>,
     m: &Manifest,
     intact: &BTreeSet<String>,
     problems: &mut Vec<Problem>,
@@ -313,12 +332,8 @@ fn check_pages(
     if !intact.contains(PAGES_FILE) {
         return; // already reported; page checks would only repeat it
     }
-    let expect = PageExpect {
-        generation: m.generation,
-        page_count: m.page_count,
-        newer_than: m.parent_generation,
-    };
-    match pages::check(disk, &dir.join(PAGES_FILE), expect) {
+    let checks = page_checks.expect("an intact pages file was checked");
+    match checks {
         Ok(sb) => {
             if sb.checkpoint_ts != m.checkpoint_ts
                 || (sb.wal_segment, sb.wal_lsn) != (m.wal.first_segment, m.wal.first_lsn)
