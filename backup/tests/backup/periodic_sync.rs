@@ -4,8 +4,8 @@
 
 use crate::common::{Model, commit_some, read_all};
 use ryu_backup::{
-    BackupId, BackupJob, BackupOptions, DEFAULT_SYNC_EVERY_BYTES, RestoreOptions, Step,
-    VerifyOptions, restore, verify,
+    BackupId, BackupJob, BackupOptions, DEFAULT_SYNC_EVERY_BYTES, RATE_LIMITED_SYNC_EVERY_BYTES,
+    RestoreOptions, Step, VerifyOptions, restore, verify,
 };
 use ryu_engine::{Db, Options};
 use ryu_io::{Disk, DynDisk, DynFile, File, IoResult, ManualClock};
@@ -146,6 +146,12 @@ impl Disk for SyncLedger {
 /// A database with about 1.2 MB of pages in its checkpoint and about 200 KB of WAL in
 /// one segment after it.
 fn source(seed: u64) -> (SimDisk, Db, Model) {
+    source_of(seed, 30)
+}
+
+/// A database with `chunks` times about 40 KB of pages in its checkpoint and about
+/// 200 KB of WAL in one segment after it.
+fn source_of(seed: u64, chunks: u32) -> (SimDisk, Db, Model) {
     let disk = SimDisk::new(seed);
     let options = Options {
         cache_pages: 64,
@@ -155,7 +161,7 @@ fn source(seed: u64) -> (SimDisk, Db, Model) {
     };
     let db = Db::open(Arc::new(disk.clone()), Path::new("db"), options).expect("open");
     let mut model = Model::default();
-    for chunk in 0..30u32 {
+    for chunk in 0..chunks {
         let writes: Vec<ryu_engine::Write> = (0..10u32)
             .map(|i| {
                 let k = format!("big{:05}", chunk * 10 + i).into_bytes();
@@ -179,7 +185,7 @@ fn source(seed: u64) -> (SimDisk, Db, Model) {
 fn job(db: &Db, dst: &SyncLedger, id: &str, sync_every_bytes: u64) -> BackupJob {
     let options = BackupOptions {
         id: BackupId::new(id).unwrap(),
-        sync_every_bytes,
+        sync_every_bytes: Some(sync_every_bytes),
         ..Default::default()
     };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
@@ -191,9 +197,56 @@ fn run(job: &mut BackupJob, budget: u64) {
 }
 
 #[test]
-fn the_default_syncs_every_few_mib() {
-    assert_eq!(DEFAULT_SYNC_EVERY_BYTES, 4 << 20);
-    assert_eq!(BackupOptions::default().sync_every_bytes, 4 << 20);
+fn the_default_interval_is_small_under_a_rate_limit_and_large_without() {
+    assert_eq!(DEFAULT_SYNC_EVERY_BYTES, 64 << 20);
+    assert_eq!(RATE_LIMITED_SYNC_EVERY_BYTES, 4 << 20);
+    let unlimited = BackupOptions::default();
+    assert_eq!(unlimited.sync_every_bytes, None);
+    assert_eq!(unlimited.effective_sync_every_bytes(), 64 << 20);
+    let limited = BackupOptions {
+        max_bytes_per_sec: Some(50_000_000),
+        ..Default::default()
+    };
+    assert_eq!(limited.effective_sync_every_bytes(), 4 << 20);
+    for every in [0, 1 << 20] {
+        let set = BackupOptions {
+            sync_every_bytes: Some(every),
+            max_bytes_per_sec: Some(50_000_000),
+            ..Default::default()
+        };
+        assert_eq!(set.effective_sync_every_bytes(), every);
+    }
+}
+
+/// A rate-limited job with the default interval syncs every 4 MiB (checked on a
+/// database of about 10 MB of pages, in steps of about 10 MB).
+#[test]
+fn a_rate_limited_job_syncs_every_4_mib_by_default() {
+    let (_src, db, _model) = source_of(1, 250);
+    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let options = BackupOptions {
+        id: BackupId::new("b1").unwrap(),
+        max_bytes_per_sec: Some(1_000_000_000),
+        ..Default::default()
+    };
+    let d: DynDisk = Arc::new(dst.clone());
+    let mut j = BackupJob::start(&db, d, Path::new(DEST), clock.clone(), options).unwrap();
+    loop {
+        clock.advance(10_000_000);
+        if let Step::Done(_) = j.step(u64::MAX).unwrap() {
+            break;
+        }
+    }
+    let pages = dst.file("backups/.tmp-b1/data.pages");
+    assert!(pages.image.len() > 9_000_000, "{}", pages.image.len());
+    assert!(pages.max_unsynced_bytes <= 4 << 20, "{}", pages.max_unsynced_bytes);
+    assert!(
+        pages.max_unsynced_bytes > 3 << 20,
+        "{}",
+        pages.max_unsynced_bytes
+    );
+    assert!(pages.syncs >= 3, "{}", pages.syncs);
 }
 
 /// Steps of 256 KiB write more than the 64 KiB interval at once: the job must split
@@ -222,7 +275,7 @@ fn no_file_ever_holds_more_than_sync_every_bytes_unsynced() {
     assert_eq!(wal.len(), 1, "{wal:?}");
     let seg = dst.file(wal[0].to_str().unwrap());
     assert!(seg.image.len() as u64 > 2 * EVERY, "{}", seg.image.len());
-    assert!(seg.max_unsynced_bytes <= EVERY, "{seg:?}");
+    assert!(seg.max_unsynced_bytes <= EVERY, "{}", seg.max_unsynced_bytes);
     assert_eq!(seg.synced_len, seg.image.len() as u64, "synced to the end");
     assert_eq!(
         pages.synced_len,
