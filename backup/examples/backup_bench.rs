@@ -1,15 +1,23 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--sync-every-mib A,B,..]
 //! ```
 //!
 //! For each of two database sizes it fills a database (3 KiB values, checkpointed),
-//! then measures: `cp -r` of the database directory; a backup of it (MB/s of files
-//! written); foreground commits/s and p99 commit latency (4 writer threads, one small
-//! write per commit) alone and while a backup runs on another thread; and a restore
-//! (MB/s). Both `cp` and the backup read from a warm page cache (the database was just
-//! written), so the comparison is like for like. The directory is removed at the end.
+//! then measures, `--reps` times (default 3) with the settings interleaved, and prints
+//! medians: `cp -r` of the database directory, alone and followed by `sync -f`; a
+//! backup of it for each `--sync-every-mib` value (`BackupOptions::sync_every_bytes`
+//! in MiB, 0 for once per file at its end, `auto` for the default; default `auto`)
+//! in MB/s of files written;
+//! foreground commits/s and p99 commit latency (4 writer threads, one small write per
+//! commit) alone for `--load-secs`, and for each value while backups limited to
+//! `--rate-mb` run back to back on another thread (for at least `--load-secs` and
+//! until the last backup is complete, its syncs included); and a restore (MB/s). Both `cp` and
+//! the backup read from a warm page cache (the database was just written), so the
+//! comparison is like for like. Before every timed phase the copies of earlier
+//! phases are removed and the file system synced, so no phase pays for another's
+//! writeback. The directory is removed at the end.
 //!
 //! This is a production-side program: it uses the real clock, threads and `std::fs`
 //! (only to measure sizes and clean up), which the core crates may not.
@@ -32,6 +40,9 @@ struct Args {
     small_size_mib: u64,
     load_secs: u64,
     rate_mb: Option<u64>,
+    reps: usize,
+    /// `None`: the job's default.
+    sync_every_mib: Vec<Option<u64>>,
 }
 
 fn args() -> Args {
@@ -41,6 +52,8 @@ fn args() -> Args {
         small_size_mib: 256,
         load_secs: 3,
         rate_mb: None,
+        reps: 3,
+        sync_every_mib: vec![None],
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -51,6 +64,13 @@ fn args() -> Args {
             "--small-size-mib" => a.small_size_mib = val.parse().expect("--small-size-mib N"),
             "--load-secs" => a.load_secs = val.parse().expect("--load-secs S"),
             "--rate-mb" => a.rate_mb = Some(val.parse().expect("--rate-mb N")),
+            "--reps" => a.reps = val.parse().expect("--reps N"),
+            "--sync-every-mib" => {
+                a.sync_every_mib = val
+                    .split(',')
+                    .map(|v| (v != "auto").then(|| v.parse().expect("--sync-every-mib A,B,..")))
+                    .collect()
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -91,8 +111,9 @@ fn fill(db: &Db, size_mib: u64) {
     db.checkpoint().expect("checkpoint");
 }
 
-/// Commits/s and p99 latency (µs) of 4 writer threads for `secs`, while `during` runs.
-fn load(db: &Db, secs: u64, during: impl FnOnce() + Send) -> (f64, u64) {
+/// Commits/s and p99 latency (µs) of 4 writer threads while `during` runs, for at
+/// least `secs` and until `during` returns (it is handed the start time).
+fn load(db: &Db, secs: u64, during: impl FnOnce(Instant) + Send) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -117,8 +138,9 @@ fn load(db: &Db, secs: u64, during: impl FnOnce() + Send) -> (f64, u64) {
             })
             .collect();
         let t0 = Instant::now();
-        s.spawn(during);
+        let background = s.spawn(move || during(t0));
         std::thread::sleep(Duration::from_secs(secs));
+        background.join().expect("background");
         stop.store(true, Ordering::Relaxed);
         let mut all: Vec<u64> = handles
             .into_iter()
@@ -131,25 +153,37 @@ fn load(db: &Db, secs: u64, during: impl FnOnce() + Send) -> (f64, u64) {
     })
 }
 
+/// Run one backup to the end. Returns the time taken and the bytes of files made.
 fn run_backup(
     db: &Db,
     disk: &DynDisk,
     dest: &Path,
     id: &str,
     rate_mb: Option<u64>,
+    sync_every_mib: Option<u64>,
 ) -> (Duration, u64) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let options = BackupOptions {
         id: BackupId::new(id).expect("id"),
         max_bytes_per_sec: rate_mb.map(|r| r * 1_000_000),
+        sync_every_bytes: sync_every_mib.map(|m| m << 20),
         ..Default::default()
     };
+    let every_mib = options.effective_sync_every_bytes() as f64 / (1 << 20) as f64;
     let t0 = Instant::now();
     let mut job = BackupJob::start(db, disk.clone(), dest, clock, options).expect("start");
     let started = t0.elapsed();
     let mut copied = None;
+    // After the copy, each step is one finalize action: sync the pages file, write the
+    // manifest, verify (read back), publish, unlock.
+    let mut finalize = Vec::new();
     let summary = loop {
-        match job.step(8 << 20).expect("step") {
+        let t1 = Instant::now();
+        let step = job.step(8 << 20).expect("step");
+        if copied.is_some() {
+            finalize.push(t1.elapsed());
+        }
+        match step {
             Step::Done(s) => break s,
             Step::Throttled(_) => std::thread::sleep(Duration::from_millis(5)),
             Step::Progress(_) => {}
@@ -161,7 +195,7 @@ fn run_backup(
     };
     if std::env::var("BENCH_PHASES").is_ok() {
         eprintln!(
-            "backup {id}: start {started:.2?}, copied {copied:.2?}, done {:.2?}",
+            "backup {id} (sync every {every_mib} MiB): start {started:.2?}, copied {copied:.2?}, done {:.2?}; finalize steps {finalize:.1?}",
             t0.elapsed()
         );
     }
@@ -169,11 +203,56 @@ fn run_backup(
     (t0.elapsed(), bytes)
 }
 
+/// A `--sync-every-mib` value as the table shows it.
+fn label(every_mib: Option<u64>) -> String {
+    every_mib.map_or(
+        "default (64 MiB; 4 MiB with a rate limit)".to_string(),
+        |m| format!("{m} MiB"),
+    )
+}
+
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-fn bench(root: &Path, size_mib: u64, load_secs: u64, rate_mb: Option<u64>) {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn run(cmd: &str, args: &[&Path]) {
+    let ok = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(ok.success(), "{cmd} failed");
+}
+
+/// Remove `p` if it is there, then sync every file system: the next phase starts with
+/// no writeback of an earlier one pending.
+fn settle(p: &Path) {
+    if p.exists() {
+        std::fs::remove_dir_all(p).expect("remove");
+    }
+    run("sync", &[]);
+}
+
+/// Time `cp -r` (and `sync -f` of the copy when `sync`), leaving the disk settled.
+fn time_cp(root: &Path, name: &str, sync: bool) -> Duration {
+    let to = root.join("cp-copy");
+    settle(&to);
+    let t0 = Instant::now();
+    run("cp", &[Path::new("-r"), &root.join(name), &to]);
+    if sync {
+        run("sync", &[Path::new("-f"), &to]);
+    }
+    let took = t0.elapsed();
+    settle(&to);
+    took
+}
+
+fn bench(root: &Path, size_mib: u64, a: &Args) {
     let disk: DynDisk = Arc::new(StdDisk::new(root));
     let name = format!("db-{size_mib}");
     let t0 = Instant::now();
@@ -184,48 +263,60 @@ fn bench(root: &Path, size_mib: u64, load_secs: u64, rate_mb: Option<u64>) {
         "filled {size_mib} MiB in {:.1?} ({db_bytes} bytes on disk)",
         t0.elapsed()
     );
-
-    let t0 = Instant::now();
-    let ok = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(root.join(&name))
-        .arg(root.join(format!("cp-{size_mib}")))
-        .status()
-        .expect("cp");
-    assert!(ok.success());
-    let cp = t0.elapsed();
-    // A backup makes its files durable; `cp` does not. Also time cp followed by sync.
-    let t0 = Instant::now();
-    let ok = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(root.join(&name))
-        .arg(root.join(format!("cp2-{size_mib}")))
-        .status()
-        .expect("cp");
-    assert!(ok.success());
-    let ok = std::process::Command::new("sync")
-        .arg("-f")
-        .arg(root.join(format!("cp2-{size_mib}")))
-        .status()
-        .expect("sync");
-    assert!(ok.success());
-    let cp_sync = t0.elapsed();
-
     let dest = PathBuf::from(format!("backups-{size_mib}"));
-    let (backup_time, backup_bytes) = run_backup(&db, &disk, &dest, "b1", None);
-    let (base_cps, base_p99) = load(&db, load_secs, || {});
-    let db2 = db.clone();
-    let disk2 = disk.clone();
-    let dest2 = dest.clone();
-    let (bk_cps, bk_p99) = load(&db, load_secs, move || {
-        // Back to back backups for the whole measurement window.
-        let t0 = Instant::now();
-        let mut i = 0;
-        while t0.elapsed() < Duration::from_secs(load_secs) {
-            i += 1;
-            run_backup(&db2, &disk2, &dest2, &format!("load{i}"), rate_mb);
+    let settings = &a.sync_every_mib;
+    let (mut cp, mut cp_sync) = (Vec::new(), Vec::new());
+    let mut backup_rate = vec![Vec::new(); settings.len()];
+    let mut base = Vec::new();
+    let mut during = vec![Vec::new(); settings.len()];
+    let mut backup_bytes = 0;
+    let mut n = 0;
+    settle(&root.join("none"));
+    for rep in 0..a.reps {
+        cp.push(mb_per_s(db_bytes, time_cp(root, &name, false)));
+        cp_sync.push(mb_per_s(db_bytes, time_cp(root, &name, true)));
+        // Rotate the order of the settings from one repetition to the next.
+        let order: Vec<usize> = (0..settings.len())
+            .map(|i| (i + rep) % settings.len())
+            .collect();
+        for &i in &order {
+            n += 1;
+            let id = format!("b{n}");
+            let (took, bytes) = run_backup(&db, &disk, &dest, &id, None, settings[i]);
+            backup_rate[i].push(mb_per_s(bytes, took));
+            backup_bytes = bytes;
+            if n > 1 {
+                settle(&root.join(&dest).join(&id));
+            } else {
+                run("sync", &[]);
+            }
         }
-    });
+        base.push(load(&db, a.load_secs, |_| {}));
+        run("sync", &[]);
+        for &i in &order {
+            n += 1;
+            let id = format!("load{n}");
+            let (db2, disk2, dest2) = (db.clone(), disk.clone(), dest.clone());
+            let every = settings[i];
+            during[i].push(load(&db, a.load_secs, move |t0| {
+                // Back to back backups, each to its end (its last sync included), for
+                // at least the measurement window.
+                let mut k = 0;
+                while k == 0 || t0.elapsed() < Duration::from_secs(a.load_secs) {
+                    k += 1;
+                    let id = format!("{id}-{k}");
+                    run_backup(&db2, &disk2, &dest2, &id, a.rate_mb, every);
+                }
+            }));
+            // Remove them after the window (deleting is file system work too).
+            for e in std::fs::read_dir(root.join(&dest)).expect("list").flatten() {
+                if e.file_name().to_string_lossy().starts_with("load") {
+                    std::fs::remove_dir_all(e.path()).expect("remove");
+                }
+            }
+            run("sync", &[]);
+        }
+    }
     let target = PathBuf::from(format!("restore-{size_mib}"));
     let t0 = Instant::now();
     ryu_backup::restore(
@@ -239,46 +330,69 @@ fn bench(root: &Path, size_mib: u64, load_secs: u64, rate_mb: Option<u64>) {
     .expect("restore");
     let restore = t0.elapsed();
 
-    println!("| database MiB | {size_mib} |");
-    println!(
-        "| cp -r | {:.0} MB/s ({:.2?}) |",
-        mb_per_s(db_bytes, cp),
-        cp
-    );
-    println!(
-        "| cp -r + sync | {:.0} MB/s ({:.2?}) |",
-        mb_per_s(db_bytes, cp_sync),
-        cp_sync
-    );
-    let backup_rate = mb_per_s(backup_bytes, backup_time);
-    println!(
-        "| backup | {backup_rate:.0} MB/s ({:.2?}, {backup_bytes} bytes): {:.0}% of cp, {:.0}% of cp + sync |",
-        backup_time,
-        100.0 * backup_rate / mb_per_s(db_bytes, cp),
-        100.0 * backup_rate / mb_per_s(db_bytes, cp_sync)
-    );
-    println!("| commits/s alone | {base_cps:.0} (p99 {base_p99} µs) |");
-    if let Some(r) = rate_mb {
-        println!("| backups during the load limited to | {r} MB/s |");
+    let (cp_med, cp_sync_med) = (median(&cp), median(&cp_sync));
+    let cps = |v: &[(f64, u64)]| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+    let p99 = |v: &[(f64, u64)]| median(&v.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
+    let (base_cps, base_p99) = (cps(&base), p99(&base));
+    println!("| database | {size_mib} MiB of values, {db_bytes} bytes on disk |");
+    println!("| cp -r | {cp_med:.0} MB/s |");
+    println!("| cp -r + sync -f | {cp_sync_med:.0} MB/s |");
+    println!("| commits/s alone | {base_cps:.0} (p99 {base_p99:.0} µs) |");
+    for (i, every) in settings.iter().enumerate() {
+        let rate = median(&backup_rate[i]);
+        println!(
+            "| backup, sync every {} | {rate:.0} MB/s ({backup_bytes} bytes): {:.0}% of cp, {:.0}% of cp + sync |",
+            label(*every),
+            100.0 * rate / cp_med,
+            100.0 * rate / cp_sync_med
+        );
+        let (c, p) = (cps(&during[i]), p99(&during[i]));
+        println!(
+            "| commits/s during backups at {} MB/s, sync every {} | {c:.0} (p99 {p:.0} µs): throughput {:+.1}%, p99 {:+.1}% |",
+            a.rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
+            label(*every),
+            100.0 * (c - base_cps) / base_cps,
+            100.0 * (p - base_p99) / base_p99.max(1.0)
+        );
     }
-    println!(
-        "| commits/s during backup | {bk_cps:.0} (p99 {bk_p99} µs): throughput {:+.1}%, p99 {:+.1}% |",
-        100.0 * (bk_cps - base_cps) / base_cps,
-        100.0 * (bk_p99 as f64 - base_p99 as f64) / base_p99.max(1) as f64
-    );
     println!(
         "| restore | {:.0} MB/s ({:.2?}) |",
         mb_per_s(backup_bytes, restore),
         restore
     );
+    eprintln!("{size_mib} MiB, every repetition:");
+    let round = |v: &[f64]| v.iter().map(|r| r.round()).collect::<Vec<_>>();
+    eprintln!(
+        "  cp MB/s {:?}; cp + sync MB/s {:?}",
+        round(&cp),
+        round(&cp_sync)
+    );
+    eprintln!("  alone (commits/s, p99 µs) {base:?}");
+    for (i, every) in settings.iter().enumerate() {
+        eprintln!(
+            "  sync every {}: backup MB/s {:?}; during {:?}",
+            label(*every),
+            backup_rate[i].iter().map(|r| r.round()).collect::<Vec<_>>(),
+            during[i]
+        );
+    }
+    drop(db);
+    for p in [
+        &name,
+        &format!("backups-{size_mib}"),
+        &format!("restore-{size_mib}"),
+    ] {
+        settle(&root.join(p));
+    }
 }
 
 fn main() {
     let a = args();
     std::fs::create_dir_all(&a.dir).expect("create bench dir");
+    assert!(a.reps > 0 && !a.sync_every_mib.is_empty());
     println!("| measure | value |\n|---|---|");
     for size in [a.small_size_mib, a.size_mib] {
-        bench(&a.dir, size, a.load_secs, a.rate_mb);
+        bench(&a.dir, size, &a);
     }
     std::fs::remove_dir_all(&a.dir).expect("clean up");
 }
