@@ -66,6 +66,15 @@ pub enum Request {
     /// Change the membership by one node (sent to the leader). A new node starts
     /// empty with the bootstrap membership and catches up by log or snapshot.
     ChangeMembership(MembershipChange),
+    // New variants go last: postcard encodes a variant by its position.
+    /// Add `delta` to the integer stored at `key` (absent counts as 0), atomically
+    /// when the entry is applied: Redis's INCRBY, which never conflicts. Answered with
+    /// [`Response::Incremented`], or `Invalid` when the value is not an integer or the
+    /// sum overflows (then nothing is written).
+    Incr {
+        key: Vec<u8>,
+        delta: i64,
+    },
 }
 
 /// One membership change.
@@ -170,6 +179,12 @@ pub enum Response {
     /// The backup did not complete; nothing is reported as a backup.
     BackupFailed {
         reason: String,
+    },
+    // New variants go last: postcard encodes a variant by its position.
+    /// An [`Request::Incr`] was applied at `index`; `value` is the key's new integer.
+    Incremented {
+        value: i64,
+        index: Index,
     },
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! byte 0      format version, currently 1
-//! byte 1      command tag: 1 = Txn, 2 = BackupBarrier
+//! byte 1      command tag: 1 = Txn, 2 = BackupBarrier, 3 = Incr
 //!
 //! Txn (tag 1)
 //!   u64 LE    origin: the node that proposed it (answers its client on apply)
@@ -24,6 +24,12 @@
 //!   bytes     backup id (UTF-8)
 //!   u8        0 = every member must report, 1 = a quorum of voters suffices
 //!
+//! Incr (tag 3)
+//!   u64 LE    origin node
+//!   u64 LE    request id
+//!   bytes     key
+//!   i64 LE    delta, added to the key's integer value when the entry is applied
+//!
 //! bytes = u32 LE length, then the bytes
 //! opt   = u8 0 (absent) | u8 1 then bytes
 //! ```
@@ -37,6 +43,7 @@ pub const COMMAND_FORMAT_VERSION: u8 = 1;
 
 const TAG_TXN: u8 = 1;
 const TAG_BARRIER: u8 = 2;
+const TAG_INCR: u8 = 3;
 
 /// A key and its value, or `None` for "absent" / "delete".
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
@@ -52,6 +59,16 @@ pub enum Command {
         request: u64,
         checks: Vec<KeyValue>,
         writes: Vec<KeyValue>,
+    },
+    /// Add `delta` to the integer at `key` (absent = 0) against the state just
+    /// before this entry: an increment that never conflicts, however many clients
+    /// increment one key. A value that is not an integer ([`parse_integer`]) or a sum
+    /// that overflows writes nothing.
+    Incr {
+        origin: u64,
+        request: u64,
+        key: Vec<u8>,
+        delta: i64,
     },
     /// Every node backs up its state at exactly this entry's index.
     BackupBarrier {
@@ -103,6 +120,32 @@ fn put_pairs(out: &mut Vec<u8>, pairs: &[KeyValue]) {
     }
 }
 
+/// The integer a value holds, by Redis's rules for INCR: optional `-`, decimal digits
+/// without leading zeros, no `-0`, within `i64`. Anything else is `None`.
+pub fn parse_integer(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty()
+        || !digits.bytes().all(|c| c.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || s == "-0"
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// What an [`Command::Incr`] of `delta` makes of `current`: the new integer, or why
+/// nothing is written. Every replica computes the same.
+pub fn increment(current: Option<&[u8]>, delta: i64) -> Result<i64, &'static str> {
+    let n = match current {
+        None => 0,
+        Some(v) => parse_integer(v).ok_or("value is not an integer or out of range")?,
+    };
+    n.checked_add(delta)
+        .ok_or("increment or decrement would overflow")
+}
+
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![COMMAND_FORMAT_VERSION];
@@ -118,6 +161,18 @@ impl Command {
                 out.extend_from_slice(&request.to_le_bytes());
                 put_pairs(&mut out, checks);
                 put_pairs(&mut out, writes);
+            }
+            Command::Incr {
+                origin,
+                request,
+                key,
+                delta,
+            } => {
+                out.push(TAG_INCR);
+                out.extend_from_slice(&origin.to_le_bytes());
+                out.extend_from_slice(&request.to_le_bytes());
+                put_bytes(&mut out, key);
+                out.extend_from_slice(&delta.to_le_bytes());
             }
             Command::BackupBarrier {
                 origin,
@@ -145,6 +200,12 @@ impl Command {
                 request: r.u64()?,
                 checks: r.pairs()?,
                 writes: r.pairs()?,
+            },
+            TAG_INCR => Command::Incr {
+                origin: r.u64()?,
+                request: r.u64()?,
+                key: r.bytes()?,
+                delta: r.u64()? as i64,
             },
             TAG_BARRIER => {
                 let origin = r.u64()?;
@@ -340,6 +401,12 @@ mod tests {
                 backup_id: "20261125-abc".into(),
                 quorum_only: true,
             },
+            Command::Incr {
+                origin: 2,
+                request: 5,
+                key: b"counter".to_vec(),
+                delta: -42,
+            },
         ];
         for cmd in cmds {
             let bytes = cmd.encode();
@@ -350,6 +417,20 @@ mod tests {
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(Command::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn increments_follow_redis_rules() {
+        assert_eq!(increment(None, 5), Ok(5));
+        assert_eq!(increment(Some(b"-12"), 2), Ok(-10));
+        assert_eq!(
+            increment(Some(b"9223372036854775807"), -1),
+            Ok(i64::MAX - 1)
+        );
+        assert!(increment(Some(b"9223372036854775807"), 1).is_err());
+        for bad in [&b""[..], b"abc", b"01", b"-0", b" 1", b"1 ", b"+1", b"1.5"] {
+            assert!(increment(Some(bad), 1).is_err(), "{bad:?}");
         }
     }
 

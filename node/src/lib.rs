@@ -76,7 +76,7 @@ pub use api::{
     Request, Response, Status,
 };
 pub use backups::{BackupTarget, BackupWork, ClusterManifest, ClusterStatus, Report};
-pub use command::{AppliedState, Command};
+pub use command::{AppliedState, Command, increment, parse_integer};
 #[cfg(feature = "planted-bugs")]
 pub use node::PlantedBug;
 pub use node::{

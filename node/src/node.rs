@@ -512,6 +512,15 @@ impl Node {
                 self.propose(request, vec![(key.clone(), expected)], vec![(key, new)])
             }
             Request::Txn { reads, writes } => self.propose(request, reads, writes),
+            Request::Incr { key, delta } => {
+                let cmd = Command::Incr {
+                    origin: self.id,
+                    request,
+                    key,
+                    delta,
+                };
+                self.propose_command(request, cmd);
+            }
             Request::Backup { id, strategy } => self.request_backup(request, id, strategy),
             Request::ChangeMembership(change) => self.change_membership(request, change),
         }
@@ -551,18 +560,24 @@ impl Node {
     }
 
     fn propose(&mut self, request: u64, checks: Vec<KeyValue>, writes: Vec<KeyValue>) {
-        let soft = self.raw.soft_state();
-        if soft.role != Role::Leader {
-            let leader = soft.leader.map(|l| l.0).filter(|&l| l != self.id);
-            self.reply(request, Response::NotLeader { leader });
-            return;
-        }
         let cmd = Command::Txn {
             origin: self.id,
             request,
             checks,
             writes,
         };
+        self.propose_command(request, cmd);
+    }
+
+    /// Propose a client's command on the leader; its waiter is answered when the entry
+    /// is applied.
+    fn propose_command(&mut self, request: u64, cmd: Command) {
+        let soft = self.raw.soft_state();
+        if soft.role != Role::Leader {
+            let leader = soft.leader.map(|l| l.0).filter(|&l| l != self.id);
+            self.reply(request, Response::NotLeader { leader });
+            return;
+        }
         let bytes = cmd.encode();
         if bytes.len() > MAX_COMMAND_BYTES {
             self.reply(
@@ -796,6 +811,25 @@ impl Node {
                             },
                         });
                     }
+                    Ok(Command::Incr { key, delta, .. }) => {
+                        let current = match overlay.get(&key) {
+                            Some(v) => v.clone(),
+                            None => snapshot.get(&key)?,
+                        };
+                        outcome =
+                            Some(match crate::command::increment(current.as_deref(), delta) {
+                                Ok(value) => {
+                                    writes.push((key, Some(value.to_string().into_bytes())));
+                                    Response::Incremented {
+                                        value,
+                                        index: e.index,
+                                    }
+                                }
+                                Err(reason) => Response::Invalid {
+                                    reason: reason.into(),
+                                },
+                            });
+                    }
                     Ok(Command::BackupBarrier {
                         backup_id,
                         quorum_only,
@@ -975,7 +1009,9 @@ fn validate(req: &Request) -> Result<(), String> {
         }
     };
     match req {
-        Request::Get { key, .. } | Request::Delete { key } => key_ok(key),
+        Request::Get { key, .. } | Request::Delete { key } | Request::Incr { key, .. } => {
+            key_ok(key)
+        }
         Request::GetMany { keys, .. } => {
             if keys.is_empty() || keys.len() > MAX_GET_MANY {
                 return Err(format!("a multi-key read takes 1 to {MAX_GET_MANY} keys"));

@@ -1661,7 +1661,8 @@ impl World {
             | Response::Entries { .. }
             | Response::BackupDone(_)
             | Response::ClusterBackupDone(_)
-            | Response::BackupFailed { .. } => {
+            | Response::BackupFailed { .. }
+            | Response::Incremented { .. } => {
                 return Err(format!("unexpected answer {response:?}"));
             }
             Response::Values { values, .. } => {
@@ -2424,6 +2425,7 @@ fn kind_of(r: &Request) -> OpKind {
             writes: writes.clone(),
         },
         Request::Scan { .. }
+        | Request::Incr { .. }
         | Request::Status
         | Request::Backup { .. }
         | Request::ChangeMembership(_) => {

@@ -46,6 +46,14 @@ impl KvModel {
                     self.writes.insert(index, writes);
                 }
             }
+            Command::Incr { key, delta, .. } => {
+                let current = self.state.get(&key).map(Vec::as_slice);
+                if let Ok(value) = ryu_node::increment(current, delta) {
+                    let writes = vec![(key.clone(), Some(value.to_string().into_bytes()))];
+                    self.state.insert(key, value.to_string().into_bytes());
+                    self.writes.insert(index, writes);
+                }
+            }
             // A second barrier of one id is ignored, as the node does.
             Command::BackupBarrier { backup_id, .. } => {
                 self.barriers.entry(backup_id).or_insert(index);

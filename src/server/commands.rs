@@ -6,8 +6,11 @@
 //!   (ReadIndex) on whichever node the client is connected to, followers included.
 //!   `MGET` and `EXISTS` read all their keys from one snapshot; `SCAN`, `KEYS` and
 //!   `DBSIZE` read a page at a time.
-//! - A plain `SET` is one replicated put. Every other write (`SET NX|XX|GET`, `DEL`,
-//!   `INCR*`, `DECR*`, `MSET`) and every `MULTI`/`EXEC` block runs as one optimistic
+//! - A plain `SET` is one replicated put. `INCR`, `INCRBY`, `DECR`, `DECRBY` outside a
+//!   block are one replicated increment, applied by the node against the value at its
+//!   index, so they never conflict however many clients increment one key. Every
+//!   other write (`SET NX|XX|GET`, `DEL`, `MSET`, and increments inside a block) and
+//!   every `MULTI`/`EXEC` block runs as one optimistic
 //!   transaction: the shell reads the keys the commands need (and the watched
 //!   ones) from one snapshot, computes the replies and the write set, and proposes
 //!   `Txn { reads, writes }`; the node applies it only if every read value is still
@@ -30,7 +33,9 @@
 
 use std::collections::BTreeMap;
 
-use ryu_node::{BackupStrategy, Consistency, MembershipChange, Request, Response};
+use ryu_node::{
+    BackupStrategy, Consistency, MembershipChange, Request, Response, increment, parse_integer,
+};
 use ryu_raft::Role;
 
 use super::Shared;
@@ -156,24 +161,45 @@ impl Op {
                 }
                 Value::ok()
             }
-            Op::IncrBy(k, delta) => {
-                let current = match get(view, k) {
-                    None => 0,
-                    Some(v) => match parse_i64(&v) {
-                        Some(n) => n,
-                        None => return err("ERR value is not an integer or out of range"),
-                    },
-                };
-                match current.checked_add(*delta) {
-                    Some(n) => {
-                        put(k, Some(n.to_string().into_bytes()), view);
-                        Value::Integer(n)
-                    }
-                    None => err("ERR increment or decrement would overflow"),
+            // The node's own rules, so INCR in a MULTI block and alone agree.
+            Op::IncrBy(k, delta) => match increment(get(view, k).as_deref(), *delta) {
+                Ok(n) => {
+                    put(k, Some(n.to_string().into_bytes()), view);
+                    Value::Integer(n)
                 }
-            }
+                Err(reason) => err(format!("ERR {reason}")),
+            },
         }
     }
+}
+
+/// Redis settings a client may ask for (redis-benchmark does at start), answered with
+/// what holds for ryu: every write is durable before its reply, as with
+/// `appendonly yes` and `appendfsync always`; there are no RDB snapshots, one
+/// database and no memory limit (data lives on disk).
+const CONFIG: &[(&str, &str)] = &[
+    ("appendfsync", "always"),
+    ("appendonly", "yes"),
+    ("databases", "1"),
+    ("maxmemory", "0"),
+    ("save", ""),
+];
+
+/// `CONFIG GET pattern...`: the matching settings as name/value pairs (Redis 7's
+/// reply shape), each setting once, in name order.
+fn config_get(patterns: &[Vec<u8>]) -> Value {
+    let mut out = Vec::new();
+    for (name, value) in CONFIG {
+        let lower = name.as_bytes();
+        if patterns
+            .iter()
+            .any(|p| glob_match(&p.to_ascii_lowercase(), lower))
+        {
+            out.push(Value::Bulk(name.as_bytes().to_vec()));
+            out.push(Value::Bulk(value.as_bytes().to_vec()));
+        }
+    }
+    Value::Array(out)
 }
 
 /// An error reply, its code included (`ERR ...`, `UNAVAILABLE ...`).
@@ -190,19 +216,6 @@ fn bulk_or_nil(v: Option<Vec<u8>>) -> Value {
 
 /// Redis's integer syntax: optional '-', decimal digits, no spaces, no '+', no
 /// leading zeros except "0" itself.
-fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty()
-        || !digits.bytes().all(|c| c.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
-    {
-        return None;
-    }
-    s.parse().ok()
-}
-
 fn arity_error(name: &str) -> Value {
     err(format!(
         "ERR wrong number of arguments for '{}' command",
@@ -283,7 +296,7 @@ fn parse_op(name: &str, args: &[Vec<u8>]) -> Result<Option<Op>, Value> {
         },
         "INCRBY" | "DECRBY" => match a {
             [k, d] => {
-                let Some(d) = parse_i64(d) else {
+                let Some(d) = parse_integer(d) else {
                     return Err(err("ERR value is not an integer or out of range"));
                 };
                 let d = if name == "DECRBY" {
@@ -397,6 +410,13 @@ impl Session {
                 None => arity_error(&name),
             },
             "COMMAND" => Value::Array(Vec::new()),
+            "CONFIG" => match (a.first().map(|s| upper(s)).as_deref(), &a[1.min(a.len())..]) {
+                (Some("GET"), patterns) if !patterns.is_empty() => config_get(patterns),
+                (Some("SET" | "RESETSTAT" | "REWRITE"), _) => {
+                    err("ERR ryu is configured by flags or its config file, not CONFIG")
+                }
+                _ => arity_error(&name),
+            },
             "MULTI" => {
                 if self.multi.is_some() {
                     return err("ERR MULTI calls can not be nested");
@@ -565,6 +585,18 @@ impl Session {
                 .await
             {
                 Response::Committed { .. } => Value::ok(),
+                r => failure(r),
+            },
+            // Applied on the node against the value at its index: never conflicts,
+            // however many clients increment the key.
+            Op::IncrBy(key, delta) => match shared
+                .call(Request::Incr {
+                    key: key.clone(),
+                    delta: *delta,
+                })
+                .await
+            {
+                Response::Incremented { value, .. } => Value::Integer(value),
                 r => failure(r),
             },
             _ => match transaction(shared, std::slice::from_ref(&op), &BTreeMap::new()).await {
@@ -863,7 +895,7 @@ async fn scan_command(shared: &Shared, a: &[Vec<u8>]) -> Value {
     while let Some(o) = opts.next() {
         match (upper(o).as_str(), opts.next()) {
             ("MATCH", Some(p)) => pattern = Some(p.clone()),
-            ("COUNT", Some(n)) => match parse_i64(n) {
+            ("COUNT", Some(n)) => match parse_integer(n) {
                 Some(n) if n >= 1 => count = (n as usize).min(SCAN_PAGE),
                 _ => return err("ERR value is not an integer or out of range"),
             },
@@ -1204,9 +1236,9 @@ mod tests {
 
     #[test]
     fn integers_parse_as_redis_does() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_integer(b"0"), Some(0));
+        assert_eq!(parse_integer(b"-12"), Some(-12));
+        assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
         for bad in [
             &b""[..],
             b"+1",
@@ -1217,7 +1249,12 @@ mod tests {
             b"9223372036854775808",
             b"-",
         ] {
-            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_integer(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -82,6 +82,73 @@ fn counters(con: &mut Con) {
     assert_eq!(cmd(con, &["GET", "n"]).unwrap(), bulk("-8"));
 }
 
+/// Many clients incrementing one key, as redis-benchmark's INCR test does: every
+/// increment succeeds (none is refused for contention) and none is lost. They were
+/// optimistic transactions once, and 16 clients on one key made some give up with
+/// `UNAVAILABLE the transaction kept conflicting`.
+fn concurrent_increments(addr: std::net::SocketAddr) {
+    const CLIENTS: i64 = 16;
+    const EACH: i64 = 50;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut con = connect(addr, Duration::from_secs(5)).expect("connect");
+                let mut seen = Vec::new();
+                for i in 0..EACH {
+                    let args = if (c + i) % 2 == 0 {
+                        vec!["INCR", "hot"]
+                    } else {
+                        vec!["INCRBY", "hot", "1"]
+                    };
+                    match cmd(&mut con, &args) {
+                        Ok(redis::Value::Int(n)) => seen.push(n),
+                        other => panic!("client {c}: {other:?}"),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect();
+    all.sort_unstable();
+    // Each increment saw its own new value: exactly 1..=total, once each.
+    assert_eq!(all, (1..=CLIENTS * EACH).collect::<Vec<i64>>());
+    let mut con = connect(addr, Duration::from_secs(5)).expect("connect");
+    assert_eq!(
+        cmd(&mut con, &["GET", "hot"]).unwrap(),
+        bulk(&(CLIENTS * EACH).to_string())
+    );
+}
+
+/// What redis-benchmark asks at start, and a refused CONFIG SET.
+fn config(con: &mut Con) {
+    use redis::Value::Array;
+    assert_eq!(
+        cmd(con, &["CONFIG", "GET", "save"]).unwrap(),
+        Array(vec![bulk("save"), bulk("")])
+    );
+    assert_eq!(
+        cmd(con, &["CONFIG", "GET", "append*"]).unwrap(),
+        Array(vec![
+            bulk("appendfsync"),
+            bulk("always"),
+            bulk("appendonly"),
+            bulk("yes")
+        ])
+    );
+    assert_eq!(
+        cmd(con, &["CONFIG", "GET", "no-such-setting"]).unwrap(),
+        Array(vec![])
+    );
+    let (code, _) = error_code(cmd(con, &["CONFIG", "SET", "save", ""]));
+    assert_eq!(code, "ERR");
+    let (code, _) = error_code(cmd(con, &["CONFIG", "GET"]));
+    assert_eq!(code, "ERR");
+}
+
 fn multi_key(con: &mut Con) {
     use redis::Value::{Array, Int, Nil, Okay};
     assert_eq!(
@@ -284,6 +351,8 @@ fn redis_cli_style_commands_behave_like_redis() {
     set_options(&mut con);
     size_limits(&mut con);
     counters(&mut con);
+    concurrent_increments(addr);
+    config(&mut con);
     multi_key(&mut con);
     scan(&mut con);
     transactions(&mut con, &mut other);

@@ -309,6 +309,75 @@ fn checks_in_one_batch_see_earlier_entries_of_the_batch() {
     );
 }
 
+/// Increments apply against the value at their own index: many in one batch (as
+/// concurrent clients' would be) all take effect, in log order, on every replica; a
+/// value that is not an integer, or an overflow, writes nothing.
+#[test]
+fn increments_apply_in_log_order_and_never_conflict() {
+    let incr = |k: &str, delta: i64| Request::Incr {
+        key: k.as_bytes().to_vec(),
+        delta,
+    };
+    let mut c = Cluster::new(3);
+    let l = c.tick_until_leader();
+    let n = c.nodes.get_mut(&l).unwrap();
+    for id in 1..=20 {
+        n.request(id, incr("hits", 1));
+    }
+    c.settle();
+    let mut values: Vec<i64> = (1..=20)
+        .map(|id| match &c.replies[&id] {
+            Response::Incremented { value, .. } => *value,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=20).collect::<Vec<i64>>());
+    match c.call(l, 21, incr("hits", -25)) {
+        Response::Incremented { value, .. } => assert_eq!(value, -5),
+        other => panic!("{other:?}"),
+    }
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    for id in ids {
+        let r = c.call(
+            id,
+            100 + id,
+            Request::Get {
+                key: b"hits".to_vec(),
+                consistency: Consistency::Linearizable,
+            },
+        );
+        assert_eq!(value(&r), Some(&b"-5"[..]), "node {id}");
+    }
+    assert!(matches!(
+        c.call(l, 30, put("text", "abc")),
+        Response::Committed { .. }
+    ));
+    match c.call(l, 31, incr("text", 1)) {
+        Response::Invalid { reason } => assert!(reason.contains("not an integer"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.call(l, 32, put("big", &i64::MAX.to_string())),
+        Response::Committed { .. }
+    ));
+    match c.call(l, 33, incr("big", 1)) {
+        Response::Invalid { reason } => assert!(reason.contains("overflow"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(value(&c.call(l, 34, get("text"))), Some(&b"abc"[..]));
+    assert_eq!(
+        value(&c.call(l, 35, get("big"))),
+        Some(i64::MAX.to_string().as_bytes())
+    );
+    // Followers send increments to the leader, like every write.
+    let f = *c.nodes.keys().find(|&&id| id != l).unwrap();
+    assert_eq!(
+        c.call(f, 36, incr("hits", 1)),
+        Response::NotLeader { leader: Some(l) }
+    );
+}
+
 #[test]
 fn a_restarted_node_recovers_its_data_and_applied_index() {
     let mut c = Cluster::new(3);

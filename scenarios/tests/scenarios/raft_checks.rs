@@ -43,7 +43,9 @@ fn log_matching_by_definition(logs: &[(u64, Index, Vec<Term>)]) -> Option<Index>
 fn error_index(result: Result<(), String>) -> Option<Index> {
     result.err().map(|e| {
         let index = e.rsplit(' ').next().unwrap();
-        index.parse().unwrap_or_else(|_| panic!("no index in {e:?}"))
+        index
+            .parse()
+            .unwrap_or_else(|_| panic!("no index in {e:?}"))
     })
 }
 
