@@ -82,6 +82,12 @@ enum Op {
     MGet(Vec<Vec<u8>>),
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
     IncrBy(Vec<u8>, i64),
+    /// `APPEND key value`: the new length.
+    Append(Vec<u8>, Vec<u8>),
+    /// `STRLEN key`: 0 for a missing key.
+    Strlen(Vec<u8>),
+    /// `GETDEL key`: the value, and the key deleted.
+    GetDel(Vec<u8>),
 }
 
 impl Op {
@@ -98,7 +104,9 @@ impl Op {
                     Vec::new()
                 }
             }
-            Op::Get(k) | Op::IncrBy(k, _) => vec![k],
+            Op::Get(k) | Op::IncrBy(k, _) | Op::Append(k, _) | Op::Strlen(k) | Op::GetDel(k) => {
+                vec![k]
+            }
             Op::Del(ks) | Op::Exists(ks) | Op::MGet(ks) => ks.iter().map(|k| &k[..]).collect(),
         }
     }
@@ -160,6 +168,21 @@ impl Op {
                     put(k, Some(v.clone()), view);
                 }
                 Value::ok()
+            }
+            Op::Append(k, suffix) => {
+                let mut v = get(view, k).unwrap_or_default();
+                v.extend_from_slice(suffix);
+                let n = v.len() as i64;
+                put(k, Some(v), view);
+                Value::Integer(n)
+            }
+            Op::Strlen(k) => Value::Integer(get(view, k).map_or(0, |v| v.len() as i64)),
+            Op::GetDel(k) => {
+                let old = get(view, k);
+                if old.is_some() {
+                    put(k, None, view);
+                }
+                bulk_or_nil(old)
             }
             // The node's own rules, so INCR in a MULTI block and alone agree.
             Op::IncrBy(k, delta) => match increment(get(view, k).as_deref(), *delta) {
@@ -282,6 +305,18 @@ fn parse_op(name: &str, args: &[Vec<u8>]) -> Result<Option<Op>, Value> {
                 xx: false,
                 get: true,
             },
+            _ => return Err(arity_error(name)),
+        },
+        "APPEND" => match a {
+            [k, v] => Op::Append(k.clone(), v.clone()),
+            _ => return Err(arity_error(name)),
+        },
+        "STRLEN" => match a {
+            [k] => Op::Strlen(k.clone()),
+            _ => return Err(arity_error(name)),
+        },
+        "GETDEL" => match a {
+            [k] => Op::GetDel(k.clone()),
             _ => return Err(arity_error(name)),
         },
         "DEL" | "UNLINK" if !a.is_empty() => Op::Del(a.to_vec()),

@@ -1,5 +1,5 @@
 //! What redis-cli users and Redis client libraries rely on, through the `redis`
-//! crate: SET's options, INCR, MSET/MGET, DEL and EXISTS counts, SCAN, MULTI/EXEC,
+//! crate: SET's options, APPEND/STRLEN/GETDEL, INCR, MSET/MGET, DEL and EXISTS counts, SCAN, MULTI/EXEC,
 //! WATCH and AUTH behave as in Redis.
 
 use std::collections::BTreeSet;
@@ -61,6 +61,24 @@ fn size_limits(con: &mut Con) {
     let (code, text) = error_code(cmd(con, &["SET", &long_key, "v"]));
     assert_eq!(code, "ERR");
     assert!(text.contains("exceeds"), "{text}");
+}
+
+fn strings(con: &mut Con) {
+    use redis::Value::{Int, Nil};
+    assert_eq!(cmd(con, &["APPEND", "s", "Hello"]).unwrap(), Int(5));
+    assert_eq!(cmd(con, &["APPEND", "s", " World"]).unwrap(), Int(11));
+    assert_eq!(cmd(con, &["GET", "s"]).unwrap(), bulk("Hello World"));
+    assert_eq!(cmd(con, &["STRLEN", "s"]).unwrap(), Int(11));
+    assert_eq!(cmd(con, &["STRLEN", "nothing"]).unwrap(), Int(0));
+    assert_eq!(cmd(con, &["GETDEL", "s"]).unwrap(), bulk("Hello World"));
+    assert_eq!(cmd(con, &["GETDEL", "s"]).unwrap(), Nil);
+    assert_eq!(cmd(con, &["EXISTS", "s"]).unwrap(), Int(0));
+    // An append past the value limit is refused and changes nothing.
+    let most = "x".repeat(ryu_engine::MAX_VALUE_BYTES);
+    cmd(con, &["SET", "s", &most]).unwrap();
+    let (code, _) = error_code(cmd(con, &["APPEND", "s", "y"]));
+    assert_eq!(code, "ERR");
+    assert_eq!(cmd(con, &["STRLEN", "s"]).unwrap(), Int(most.len() as i64));
 }
 
 fn counters(con: &mut Con) {
@@ -350,6 +368,7 @@ fn redis_cli_style_commands_behave_like_redis() {
 
     set_options(&mut con);
     size_limits(&mut con);
+    strings(&mut con);
     counters(&mut con);
     concurrent_increments(addr);
     config(&mut con);
