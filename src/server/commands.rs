@@ -63,6 +63,11 @@ pub struct Session {
     watches: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Set by `QUIT`: close after replying.
     pub quit: bool,
+    /// Set by `READONLY`: plain reads (GET, MGET, EXISTS, SCAN, KEYS, DBSIZE) are
+    /// served from what this node has applied, without asking the leader: a read
+    /// replica's reads, possibly stale, never torn. Writes, MULTI blocks and WATCH
+    /// stay linearizable. `READWRITE` clears it.
+    stale_reads: bool,
 }
 
 /// A data command, parsed. These are what `MULTI` can queue.
@@ -374,6 +379,15 @@ impl Session {
         }
     }
 
+    /// How this connection's plain reads are served.
+    fn consistency(&self) -> Consistency {
+        if self.stale_reads {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        }
+    }
+
     /// Execute one command; the caller writes the reply.
     pub async fn execute(&mut self, shared: &Shared, args: Vec<Vec<u8>>) -> Value {
         let Some(first) = args.first() else {
@@ -445,6 +459,10 @@ impl Session {
                 None => arity_error(&name),
             },
             "COMMAND" => Value::Array(Vec::new()),
+            "READONLY" | "READWRITE" if a.is_empty() => {
+                self.stale_reads = name == "READONLY";
+                Value::ok()
+            }
             "CONFIG" => match (a.first().map(|s| upper(s)).as_deref(), &a[1.min(a.len())..]) {
                 (Some("GET"), patterns) if !patterns.is_empty() => config_get(patterns),
                 (Some("SET" | "RESETSTAT" | "REWRITE"), _) => {
@@ -492,7 +510,8 @@ impl Session {
                     if self.watches.contains_key(k) {
                         continue;
                     }
-                    match read(shared, k).await {
+                    // Watched values are conditions of a write: always current.
+                    match read(shared, k, Consistency::Linearizable).await {
                         Ok(v) => {
                             self.watches.insert(k.clone(), v);
                         }
@@ -505,12 +524,12 @@ impl Session {
                 self.watches.clear();
                 Value::ok()
             }
-            "SCAN" => scan_command(shared, a).await,
+            "SCAN" => scan_command(shared, a, self.consistency()).await,
             "KEYS" => match a {
-                [pattern] => keys(shared, pattern).await,
+                [pattern] => keys(shared, pattern, self.consistency()).await,
                 _ => arity_error(&name),
             },
-            "DBSIZE" => match count_keys(shared).await {
+            "DBSIZE" => match count_keys(shared, self.consistency()).await {
                 Ok(n) => Value::Integer(n as i64),
                 Err(e) => e,
             },
@@ -598,14 +617,16 @@ impl Session {
     async fn data(&mut self, shared: &Shared, op: Op) -> Value {
         match &op {
             Op::Ping(_) => op.apply(&mut BTreeMap::new(), &mut BTreeMap::new()),
-            Op::Get(k) => match read(shared, k).await {
+            Op::Get(k) => match read(shared, k, self.consistency()).await {
                 Ok(v) => bulk_or_nil(v),
                 Err(e) => e,
             },
-            Op::MGet(keys) | Op::Exists(keys) => match read_many(shared, keys.iter()).await {
-                Ok(mut view) => op.apply(&mut view, &mut BTreeMap::new()),
-                Err(e) => e,
-            },
+            Op::MGet(keys) | Op::Exists(keys) => {
+                match read_many(shared, keys.iter(), self.consistency()).await {
+                    Ok(mut view) => op.apply(&mut view, &mut BTreeMap::new()),
+                    Err(e) => e,
+                }
+            }
             Op::Set {
                 key,
                 value,
@@ -650,12 +671,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A linearizable read of one key.
-async fn read(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, Value> {
+/// A read of one key (linearizable unless `consistency` says stale).
+async fn read(
+    shared: &Shared,
+    key: &[u8],
+    consistency: Consistency,
+) -> Result<Option<Vec<u8>>, Value> {
     match shared
         .call(Request::Get {
             key: key.to_vec(),
-            consistency: Consistency::Linearizable,
+            consistency,
         })
         .await
     {
@@ -669,6 +694,7 @@ async fn read(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, Value> {
 async fn read_many<'a>(
     shared: &Shared,
     keys: impl Iterator<Item = &'a Vec<u8>>,
+    consistency: Consistency,
 ) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, Value> {
     let keys: Vec<Vec<u8>> = keys
         .cloned()
@@ -687,7 +713,7 @@ async fn read_many<'a>(
     match shared
         .call(Request::GetMany {
             keys: keys.clone(),
-            consistency: Consistency::Linearizable,
+            consistency,
         })
         .await
     {
@@ -714,7 +740,7 @@ async fn transaction(
     for _ in 0..TXN_ATTEMPTS {
         let wanted = ops.iter().flat_map(|op| op.reads()).map(<[u8]>::to_vec);
         let wanted: Vec<Vec<u8>> = wanted.chain(watches.keys().cloned()).collect();
-        let snapshot = read_many(shared, wanted.iter()).await?;
+        let snapshot = read_many(shared, wanted.iter(), Consistency::Linearizable).await?;
         if watches.iter().any(|(k, v)| snapshot.get(k) != Some(v)) {
             return Ok(None);
         }
@@ -846,13 +872,14 @@ async fn scan_page(
     shared: &Shared,
     start: Vec<u8>,
     limit: usize,
+    consistency: Consistency,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Value> {
     match shared
         .call(Request::Scan {
             start,
             end: None,
             limit,
-            consistency: Consistency::Linearizable,
+            consistency,
         })
         .await
     {
@@ -865,11 +892,12 @@ async fn all_keys(
     shared: &Shared,
     pattern: Option<&[u8]>,
     max: usize,
+    consistency: Consistency,
 ) -> Result<Vec<Vec<u8>>, Value> {
     let mut out = Vec::new();
     let mut start = Vec::new();
     loop {
-        let page = scan_page(shared, start.clone(), SCAN_PAGE).await?;
+        let page = scan_page(shared, start.clone(), SCAN_PAGE, consistency).await?;
         let full = page.len() == SCAN_PAGE;
         for (k, _) in page {
             start = k.clone();
@@ -888,11 +916,11 @@ async fn all_keys(
 }
 
 /// The number of keys, a page at a time (nothing is collected).
-async fn count_keys(shared: &Shared) -> Result<u64, Value> {
+async fn count_keys(shared: &Shared, consistency: Consistency) -> Result<u64, Value> {
     let mut n = 0u64;
     let mut start = Vec::new();
     loop {
-        let page = scan_page(shared, start, SCAN_PAGE).await?;
+        let page = scan_page(shared, start, SCAN_PAGE, consistency).await?;
         n += page.len() as u64;
         match page.last() {
             Some((k, _)) if page.len() == SCAN_PAGE => {
@@ -904,8 +932,8 @@ async fn count_keys(shared: &Shared) -> Result<u64, Value> {
     }
 }
 
-async fn keys(shared: &Shared, pattern: &[u8]) -> Value {
-    match all_keys(shared, Some(pattern), KEYS_LIMIT).await {
+async fn keys(shared: &Shared, pattern: &[u8], consistency: Consistency) -> Value {
+    match all_keys(shared, Some(pattern), KEYS_LIMIT, consistency).await {
         Ok(keys) => Value::Array(keys.into_iter().map(Value::Bulk).collect()),
         Err(e) => e,
     }
@@ -914,7 +942,7 @@ async fn keys(shared: &Shared, pattern: &[u8]) -> Value {
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]`. Cursors are numbers (as
 /// clients expect) naming a resume key held by this process; `0` starts and ends an
 /// iteration. Every key present for the whole iteration is returned exactly once.
-async fn scan_command(shared: &Shared, a: &[Vec<u8>]) -> Value {
+async fn scan_command(shared: &Shared, a: &[Vec<u8>], consistency: Consistency) -> Value {
     let Some(cursor) = a.first() else {
         return arity_error("scan");
     };
@@ -953,7 +981,7 @@ async fn scan_command(shared: &Shared, a: &[Vec<u8>]) -> Value {
             None => return err("ERR invalid cursor (expired or from another node)"),
         }
     };
-    let page = match scan_page(shared, start, count).await {
+    let page = match scan_page(shared, start, count, consistency).await {
         Ok(p) => p,
         Err(e) => return e,
     };

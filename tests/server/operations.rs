@@ -893,3 +893,51 @@ fn read_only_multi_blocks_never_give_up_under_a_busy_writer() {
         "read-only blocks gave up against a back-to-back writer: {stats:?}"
     );
 }
+
+/// A read replica's reads: after `READONLY`, a follower that has lost its leader
+/// and its quorum still answers plain reads from what it applied, while a
+/// linearizable read (after `READWRITE`) and a write are refused as `UNAVAILABLE`.
+#[test]
+fn readonly_connections_read_a_replica_without_its_leader() {
+    let mut c = Cluster::new("readonly", 3);
+    c.start();
+    let (leader, _) = c.wait_leader(T);
+    let f = (leader + 1) % 3;
+    let follower = c.specs[f].client;
+    set(c.specs[leader].client, "replicated", "yes");
+    // A linearizable read on the follower returns only once it has applied the write.
+    assert_eq!(get(follower, "replicated").as_deref(), Some("yes"));
+    for i in 0..3 {
+        if i != f {
+            c.procs[i].kill();
+        }
+    }
+    let mut con = connect(follower, Duration::from_secs(5)).expect("connect");
+    let ok: String = redis::cmd("READONLY").query(&mut con).expect("READONLY");
+    assert_eq!(ok, "OK");
+    let started = Instant::now();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("replicated")
+        .query(&mut con)
+        .expect("a stale read on a replica without a leader");
+    assert_eq!(v.as_deref(), Some("yes"));
+    let n: i64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(n, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let e = redis::cmd("SET")
+        .arg("replicated")
+        .arg("no")
+        .query::<String>(&mut con)
+        .expect_err("a write without a quorum");
+    assert_eq!(e.code(), Some("UNAVAILABLE"), "{e}");
+    let _: String = redis::cmd("READWRITE").query(&mut con).expect("READWRITE");
+    let e = redis::cmd("GET")
+        .arg("replicated")
+        .query::<Option<String>>(&mut con)
+        .expect_err("a linearizable read without a quorum");
+    assert_eq!(e.code(), Some("UNAVAILABLE"), "{e}");
+}
