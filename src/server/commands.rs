@@ -5,7 +5,9 @@
 //! - `GET`, `MGET`, `EXISTS`, `SCAN`, `KEYS`, `DBSIZE` are linearizable reads
 //!   (ReadIndex) on whichever node the client is connected to, followers included.
 //!   `MGET` and `EXISTS` read all their keys from one snapshot; `SCAN`, `KEYS` and
-//!   `DBSIZE` read a page at a time.
+//!   `DBSIZE` read a page at a time. After `READONLY` they are served from what the
+//!   node has applied, without the leader (possibly stale, never torn); `READWRITE`
+//!   makes them linearizable again.
 //! - A plain `SET` is one replicated put. `INCR`, `INCRBY`, `DECR`, `DECRBY` outside a
 //!   block are one replicated increment, applied by the node against the value at its
 //!   index, so they never conflict however many clients increment one key. Every
