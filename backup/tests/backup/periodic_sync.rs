@@ -240,7 +240,11 @@ fn a_rate_limited_job_syncs_every_4_mib_by_default() {
     }
     let pages = dst.file("backups/.tmp-b1/data.pages");
     assert!(pages.image.len() > 9_000_000, "{}", pages.image.len());
-    assert!(pages.max_unsynced_bytes <= 4 << 20, "{}", pages.max_unsynced_bytes);
+    assert!(
+        pages.max_unsynced_bytes <= 4 << 20,
+        "{}",
+        pages.max_unsynced_bytes
+    );
     assert!(
         pages.max_unsynced_bytes > 3 << 20,
         "{}",
@@ -275,7 +279,11 @@ fn no_file_ever_holds_more_than_sync_every_bytes_unsynced() {
     assert_eq!(wal.len(), 1, "{wal:?}");
     let seg = dst.file(wal[0].to_str().unwrap());
     assert!(seg.image.len() as u64 > 2 * EVERY, "{}", seg.image.len());
-    assert!(seg.max_unsynced_bytes <= EVERY, "{}", seg.max_unsynced_bytes);
+    assert!(
+        seg.max_unsynced_bytes <= EVERY,
+        "{}",
+        seg.max_unsynced_bytes
+    );
     assert_eq!(seg.synced_len, seg.image.len() as u64, "synced to the end");
     assert_eq!(
         pages.synced_len,
