@@ -15,7 +15,8 @@
 //!    own syncs).
 //! 3. WAL: each step reads up to its budget of the current segment; once the records up
 //!    to the snapshot timestamp are in memory, the copy is cut after the last of them,
-//!    written (synced at the same interval) and synced. The pin is released when the last byte has been read.
+//!    written (synced at the same interval) and synced. The pin is released when the
+//!    last byte has been read.
 //! 4. Finalize, one action per step so a crash can fall between any two: sync the pages
 //!    file; write and sync the manifest, sync the temporary directories; read the whole
 //!    temporary backup back and verify it; rename it to `dest/<id>` and sync `dest`;
