@@ -121,6 +121,8 @@ struct Shape {
     /// Voters whose disks rot once during the fault phase (0: none); each one found
     /// corrupted is replaced by a spare with a new id.
     corrupt_voters: u64,
+    /// Clients only increment counters (`Request::Incr`) and read them.
+    counters: bool,
 }
 
 /// The scenario catalogue: one world, shaped by a profile. `Mixed` draws everything
@@ -139,6 +141,7 @@ pub enum Profile {
     RestoreClusterAndResume,
     MembershipChangeDuringBackup,
     DiskCorruptionOnAMinority,
+    Counters,
 }
 
 impl Profile {
@@ -157,6 +160,7 @@ impl Profile {
             Profile::RestoreClusterAndResume => "restore-cluster-and-resume",
             Profile::MembershipChangeDuringBackup => "membership-change-during-backup",
             Profile::DiskCorruptionOnAMinority => "disk-corruption-on-a-minority",
+            Profile::Counters => "counters",
         }
     }
 
@@ -244,6 +248,14 @@ impl Profile {
                     BackupStrategy::Cluster { quorum_only: true },
                 ];
             }
+            Profile::Counters => {
+                // Increments in the log through every fault, compaction into
+                // snapshots and every backup strategy.
+                s.counters = true;
+                s.backups = true;
+                s.backup_strategies = all;
+                s.compact_after_entries = [0, 10, 30][rng.index(3)];
+            }
             Profile::DiskCorruptionOnAMinority => {
                 // A minority of voters (1 of 3, 1 or 2 of 5), one spare for each.
                 s.corrupt_voters = if s.voters == 3 { 1 } else { rng.between(1, 2) };
@@ -315,6 +327,7 @@ impl Shape {
             spares: 0,
             membership: false,
             corrupt_voters: 0,
+            counters: false,
         }
     }
 }
@@ -1453,6 +1466,16 @@ impl World {
                 self.clients.get_mut(&c).expect("client").step = Step::Final { next_key: 0 };
                 return self.client_next(c);
             }
+            Step::Single if self.shape.counters => match self.rng.below(10) {
+                0..=6 => Request::Incr {
+                    key: self.key(),
+                    delta: self.rng.between(1, 3) as i64,
+                },
+                _ => Request::Get {
+                    key: self.key(),
+                    consistency: Consistency::Linearizable,
+                },
+            },
             Step::Single => match self.rng.below(20) {
                 0..=6 => Request::Get {
                     key: self.key(),
@@ -1535,7 +1558,7 @@ impl World {
         };
         let id = self.next_request;
         self.next_request += 1;
-        let op = self.history.call(c, now, kind_of(&request));
+        let op = self.history.call(c, now, kind_of(&request, id));
         trace_event!(
             self.trace,
             now,
@@ -1661,9 +1684,16 @@ impl World {
             | Response::Entries { .. }
             | Response::BackupDone(_)
             | Response::ClusterBackupDone(_)
-            | Response::BackupFailed { .. }
-            | Response::Incremented { .. } => {
+            | Response::BackupFailed { .. } => {
                 return Err(format!("unexpected answer {response:?}"));
+            }
+            Response::Incremented { value, .. } => {
+                if !matches!(info.request, Request::Incr { .. }) {
+                    return Err(format!("an increment's answer to {:?}", info.request));
+                }
+                self.history.complete(op, now, Outcome::Incremented(*value));
+                self.ops_ok += 1;
+                client.step = Step::Single;
             }
             Response::Values { values, .. } => {
                 let keys = match &info.request {
@@ -2364,7 +2394,7 @@ impl World {
 
     fn final_checks(&mut self) -> Result<(), String> {
         self.check_backups()?;
-        let note = crate::history::check(&self.history)?;
+        let note = crate::history::check(&self.history, &self.model.increments)?;
         let now = self.now();
         let ops = self.history.ops.len();
         match note {
@@ -2403,8 +2433,13 @@ fn is_transient(e: &NodeError) -> bool {
     }
 }
 
-fn kind_of(r: &Request) -> OpKind {
+fn kind_of(r: &Request, id: u64) -> OpKind {
     match r {
+        Request::Incr { key, delta } => OpKind::Incr {
+            key: key.clone(),
+            delta: *delta,
+            request: id,
+        },
         Request::Get { key, .. } => OpKind::Get { key: key.clone() },
         Request::GetMany { keys, .. } => OpKind::GetMany { keys: keys.clone() },
         Request::Put { key, value } => OpKind::Put {
@@ -2425,7 +2460,6 @@ fn kind_of(r: &Request) -> OpKind {
             writes: writes.clone(),
         },
         Request::Scan { .. }
-        | Request::Incr { .. }
         | Request::Status
         | Request::Backup { .. }
         | Request::ChangeMembership(_) => {

@@ -3,6 +3,7 @@
 //! checker's input at the end of a run.
 
 use crate::linearizability as lin;
+use std::collections::BTreeMap;
 
 /// What an operation asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,13 @@ pub enum OpKind {
         reads: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// Add `delta` (> 0) to a counter key that only increments touch; `request` is the
+    /// request id the node logs with the increment.
+    Incr {
+        key: Vec<u8>,
+        delta: i64,
+        request: u64,
+    },
 }
 
 /// What the client learned.
@@ -40,6 +48,8 @@ pub enum Outcome {
     ReadMany(Vec<Option<Vec<u8>>>),
     /// A write: `true` applied, `false` a failed check (no effect).
     Applied(bool),
+    /// An increment's new value.
+    Incremented(i64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,11 +109,35 @@ impl History {
     }
 }
 
+/// Increments found in the committed log: request id -> (the value before, the
+/// value after), from the reference model (see [`to_checker`]).
+pub type AppliedIncrements = BTreeMap<u64, (Option<Vec<u8>>, Vec<u8>)>;
+
 /// The history as the linearizability checker takes it: definite failures left
 /// out (they had no effect), pending operations unknown.
-pub fn to_checker(history: &History) -> Vec<lin::Op> {
+///
+/// Increments (on keys nothing else writes, by positive deltas, so a counter is
+/// absent until its first increment and never returns to 0):
+/// - one whose new value `v` its client saw read `v - delta` (absent if that is 0)
+///   and wrote `v`, at one instant: a committed transaction;
+/// - one whose client gave up either was applied, and then the committed log holds
+///   it (`applied`, by request id) with the values it read and wrote, which may take
+///   effect at any point after its call (a compare-and-set of unknown outcome); or it
+///   was not, and no read can have seen it, so it is left out.
+pub fn to_checker(history: &History, applied: &AppliedIncrements) -> Vec<lin::Op> {
     let mut out = Vec::with_capacity(history.ops.len());
     for r in &history.ops {
+        if let OpKind::Incr {
+            key,
+            delta,
+            request,
+        } = &r.kind
+        {
+            if let Some(op) = increment_op(r, key, *delta, *request, applied) {
+                out.push(op);
+            }
+            continue;
+        }
         let input = match &r.kind {
             OpKind::Get { key } => lin::Input::Get { key: key.clone() },
             OpKind::Put {
@@ -127,6 +161,7 @@ pub fn to_checker(history: &History) -> Vec<lin::Op> {
                 conditions: reads.clone(),
                 writes: writes.clone(),
             },
+            OpKind::Incr { .. } => unreachable!("handled above"),
         };
         let op = lin::Op::new(r.client, r.call_ns, input);
         let op = match &r.status {
@@ -152,10 +187,46 @@ pub fn to_checker(history: &History) -> Vec<lin::Op> {
     out
 }
 
+/// An increment as the checker sees it (see [`to_checker`]); `None`: it had no effect.
+fn increment_op(
+    r: &Recorded,
+    key: &[u8],
+    delta: i64,
+    request: u64,
+    applied: &AppliedIncrements,
+) -> Option<lin::Op> {
+    assert!(delta > 0, "counters only grow");
+    match &r.status {
+        Status::Failed => None,
+        Status::Done {
+            return_ns,
+            outcome: Outcome::Incremented(v),
+        } => {
+            let before = v - delta;
+            let read = (before != 0).then(|| before.to_string().into_bytes());
+            let input = lin::Input::Txn {
+                reads: vec![key.to_vec()],
+                writes: vec![(key.to_vec(), Some(v.to_string().into_bytes()))],
+            };
+            let op = lin::Op::new(r.client, r.call_ns, input);
+            Some(op.returned(*return_ns, lin::Output::Committed { reads: vec![read] }))
+        }
+        Status::Done { outcome, .. } => panic!("{outcome:?} does not answer {:?}", r.kind),
+        Status::Pending | Status::Unknown => {
+            let (before, after) = applied.get(&request)?;
+            let input = lin::Input::CondTxn {
+                conditions: vec![(key.to_vec(), before.clone())],
+                writes: vec![(key.to_vec(), Some(after.clone()))],
+            };
+            Some(lin::Op::new(r.client, r.call_ns, input))
+        }
+    }
+}
+
 /// Check the history for linearizability. A search that runs out of budget is not a
 /// failure, but says so in the returned note.
-pub fn check(history: &History) -> Result<Option<String>, String> {
-    match lin::check(&to_checker(history), lin::Budget::default()) {
+pub fn check(history: &History, applied: &AppliedIncrements) -> Result<Option<String>, String> {
+    match lin::check(&to_checker(history, applied), lin::Budget::default()) {
         lin::Verdict::Linearizable => Ok(None),
         lin::Verdict::NotLinearizable(v) => Err(format!("linearizability: {v}")),
         lin::Verdict::Unknown { reason } => Ok(Some(reason)),

@@ -19,6 +19,8 @@ pub struct KvModel {
     writes: BTreeMap<Index, Writes>,
     /// Cluster backup id -> the index of its barrier.
     pub barriers: BTreeMap<String, Index>,
+    /// Applied increments by request id: the value each read and the one it wrote.
+    pub increments: crate::history::AppliedIncrements,
 }
 
 impl KvModel {
@@ -46,12 +48,36 @@ impl KvModel {
                     self.writes.insert(index, writes);
                 }
             }
-            Command::Incr { key, delta, .. } => {
-                let current = self.state.get(&key).map(Vec::as_slice);
-                if let Ok(value) = ryu_node::increment(current, delta) {
-                    let writes = vec![(key.clone(), Some(value.to_string().into_bytes()))];
-                    self.state.insert(key, value.to_string().into_bytes());
-                    self.writes.insert(index, writes);
+            Command::Incr {
+                key,
+                delta,
+                request,
+                ..
+            } => {
+                let before = self.state.get(&key).cloned();
+                // Re-implemented, not the node's function: plain `i64` parsing, which
+                // agrees with Redis's stricter rules on the canonical decimal strings
+                // increments write (the only values counter keys hold here).
+                let current = match &before {
+                    None => Some(0),
+                    Some(v) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok()),
+                };
+                if let Some(value) = current.and_then(|n| n.checked_add(delta)) {
+                    let after = value.to_string().into_bytes();
+                    // One request is one entry: a second would count it twice.
+                    if self
+                        .increments
+                        .insert(request, (before, after.clone()))
+                        .is_some()
+                    {
+                        return Err(format!(
+                            "entry {index}: increment request {request} applied twice"
+                        ));
+                    }
+                    self.state.insert(key.clone(), after.clone());
+                    self.writes.insert(index, vec![(key, Some(after))]);
                 }
             }
             // A second barrier of one id is ignored, as the node does.

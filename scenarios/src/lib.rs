@@ -207,6 +207,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |o| cluster::run_profile(cluster::Profile::DiskCorruptionOnAMinority, o),
     },
     Scenario {
+        name: "counters",
+        about: "cluster catalogue: clients only increment counters (applied by the node at their index) and read them, under every fault, compaction and backup",
+        bugs: cluster::BUGS,
+        run: |o| cluster::run_profile(cluster::Profile::Counters, o),
+    },
+    Scenario {
         name: "raft",
         about: "3-7 Raft nodes on DiskLog/SimDisk with every fault: Raft safety after each event + liveness",
         bugs: raft::BUGS,

