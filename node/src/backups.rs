@@ -1035,7 +1035,20 @@ impl Node {
                     nodes,
                 };
                 let json = serde_json::to_vec_pretty(&m).expect("serializable");
-                if write_file_atomic(&target.disk, &dir, CLUSTER_MANIFEST, &json).is_err() {
+                let written = match write_file_atomic(&target.disk, &dir, CLUSTER_MANIFEST, &json) {
+                    // No node started its part (each restarted or installed a snapshot
+                    // past the barrier first), so nothing made the backup's directory:
+                    // make it, durably, for the failed verdict.
+                    Err(e) if e.is_not_found() => target
+                        .disk
+                        .create_dir_all(&dir)
+                        .and_then(|()| target.disk.sync_dir(&target.dir))
+                        .and_then(|()| {
+                            write_file_atomic(&target.disk, &dir, CLUSTER_MANIFEST, &json)
+                        }),
+                    other => other,
+                };
+                if written.is_err() {
                     return; // retried on the next tick
                 }
                 m
