@@ -1,15 +1,15 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--sync-every-mib A,B,..]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N],..] [--step-mib N]
 //! ```
 //!
 //! For each of two database sizes it fills a database (3 KiB values, checkpointed),
 //! then measures, `--reps` times (default 3) with the settings interleaved, and prints
 //! medians: `cp -r` of the database directory, alone and followed by `sync -f`; a
-//! backup of it for each `--sync-every-mib` value (`BackupOptions::sync_every_bytes`
-//! in MiB, 0 for once per file at its end, `auto` for the default; default `auto`)
-//! in MB/s of files written;
+//! backup of it for each `--pacing` setting `S/W` (`BackupOptions::sync_every_bytes`
+//! and `BackupOptions::write_behind_bytes` in MiB, 0 for none, `auto` for the
+//! default; default `auto/auto`) in MB/s of files written;
 //! foreground commits/s and p99 commit latency (4 writer threads, one small write per
 //! commit) alone for `--load-secs`, and for each value while backups limited to
 //! `--rate-mb` run back to back on another thread (for at least `--load-secs` and
@@ -34,6 +34,13 @@ use std::time::{Duration, Instant};
 const VALUE_BYTES: usize = 3000;
 const BATCH: usize = 2000;
 
+/// `(sync_every_mib, write_behind_mib, nice)`: `None` for the job's default; the nice
+/// value of the thread that runs the backups beside the load.
+type Pacing = (Option<u64>, Option<u64>, i32);
+
+/// The server's backup worker runs at this nice value (`src/server/core.rs`).
+const BACKUP_NICE: i32 = 10;
+
 struct Args {
     dir: PathBuf,
     size_mib: u64,
@@ -41,8 +48,10 @@ struct Args {
     load_secs: u64,
     rate_mb: Option<u64>,
     reps: usize,
-    /// `None`: the job's default.
-    sync_every_mib: Vec<Option<u64>>,
+    /// Each setting's `(sync_every_mib, write_behind_mib)`; `None`: the job's default.
+    pacing: Vec<Pacing>,
+    /// The budget of each `BackupJob::step`, in MiB.
+    step_mib: u64,
 }
 
 fn args() -> Args {
@@ -53,7 +62,8 @@ fn args() -> Args {
         load_secs: 3,
         rate_mb: None,
         reps: 3,
-        sync_every_mib: vec![None],
+        pacing: vec![(None, None, BACKUP_NICE)],
+        step_mib: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -64,11 +74,18 @@ fn args() -> Args {
             "--small-size-mib" => a.small_size_mib = val.parse().expect("--small-size-mib N"),
             "--load-secs" => a.load_secs = val.parse().expect("--load-secs S"),
             "--rate-mb" => a.rate_mb = Some(val.parse().expect("--rate-mb N")),
+            "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),
             "--reps" => a.reps = val.parse().expect("--reps N"),
-            "--sync-every-mib" => {
-                a.sync_every_mib = val
+            "--pacing" => {
+                let mib = |v: &str| (v != "auto").then(|| v.parse().expect("--pacing S/W[/N],.."));
+                a.pacing = val
                     .split(',')
-                    .map(|v| (v != "auto").then(|| v.parse().expect("--sync-every-mib A,B,..")))
+                    .map(|p| {
+                        let v: Vec<&str> = p.split('/').collect();
+                        assert!(matches!(v.len(), 2 | 3), "--pacing S/W[/N],..");
+                        let nice = v.get(2).map_or(BACKUP_NICE, |n| n.parse().expect("nice"));
+                        (mib(v[0]), mib(v[1]), nice)
+                    })
                     .collect()
             }
             other => panic!("unknown argument {other}"),
@@ -160,26 +177,27 @@ fn run_backup(
     dest: &Path,
     id: &str,
     rate_mb: Option<u64>,
-    sync_every_mib: Option<u64>,
+    pacing: Pacing,
+    step_mib: u64,
 ) -> (Duration, u64) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let options = BackupOptions {
         id: BackupId::new(id).expect("id"),
         max_bytes_per_sec: rate_mb.map(|r| r * 1_000_000),
-        sync_every_bytes: sync_every_mib.map(|m| m << 20),
+        sync_every_bytes: pacing.0.map(|m| m << 20),
+        write_behind_bytes: pacing.1.map(|m| m << 20),
         ..Default::default()
     };
-    let every_mib = options.effective_sync_every_bytes() as f64 / (1 << 20) as f64;
     let t0 = Instant::now();
     let mut job = BackupJob::start(db, disk.clone(), dest, clock, options).expect("start");
     let started = t0.elapsed();
     let mut copied = None;
-    // After the copy, each step is one finalize action: sync the pages file, write the
-    // manifest, verify (read back), publish, unlock.
+    // After the copy: sync the pages file, write the manifest, read the pages file back
+    // (one step per budget), verify the rest, publish, unlock.
     let mut finalize = Vec::new();
     let summary = loop {
         let t1 = Instant::now();
-        let step = job.step(8 << 20).expect("step");
+        let step = job.step(step_mib << 20).expect("step");
         if copied.is_some() {
             finalize.push(t1.elapsed());
         }
@@ -195,20 +213,30 @@ fn run_backup(
     };
     if std::env::var("BENCH_PHASES").is_ok() {
         eprintln!(
-            "backup {id} (sync every {every_mib} MiB): start {started:.2?}, copied {copied:.2?}, done {:.2?}; finalize steps {finalize:.1?}",
-            t0.elapsed()
+            "backup {id} ({}): start {started:.2?}, copied {copied:.2?}, done {:.2?}; {} finalize steps, the longest {:.1?}, {:.1?} in all",
+            label(pacing),
+            t0.elapsed(),
+            finalize.len(),
+            finalize.iter().max().copied().unwrap_or_default(),
+            finalize.iter().sum::<Duration>(),
         );
     }
     let bytes = summary.manifest.files.iter().map(|f| f.size_bytes).sum();
     (t0.elapsed(), bytes)
 }
 
-/// A `--sync-every-mib` value as the table shows it.
-fn label(every_mib: Option<u64>) -> String {
-    every_mib.map_or(
-        "default (64 MiB; 4 MiB with a rate limit)".to_string(),
-        |m| format!("{m} MiB"),
-    )
+/// A `--pacing` setting as the table shows it.
+fn label(p: Pacing) -> String {
+    let sync = match p.0 {
+        None | Some(0) => "sync at end".to_string(),
+        Some(m) => format!("sync every {m} MiB"),
+    };
+    let behind = match p.1 {
+        None => "write-behind 8 MiB (default)".to_string(),
+        Some(0) => "no write-behind".to_string(),
+        Some(m) => format!("write-behind {m} MiB"),
+    };
+    format!("{sync}, {behind}, nice {}", p.2)
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
@@ -264,7 +292,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
         t0.elapsed()
     );
     let dest = PathBuf::from(format!("backups-{size_mib}"));
-    let settings = &a.sync_every_mib;
+    let settings = &a.pacing;
     let (mut cp, mut cp_sync) = (Vec::new(), Vec::new());
     let mut backup_rate = vec![Vec::new(); settings.len()];
     let mut base = Vec::new();
@@ -282,7 +310,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
         for &i in &order {
             n += 1;
             let id = format!("b{n}");
-            let (took, bytes) = run_backup(&db, &disk, &dest, &id, None, settings[i]);
+            let (took, bytes) = run_backup(&db, &disk, &dest, &id, None, settings[i], a.step_mib);
             backup_rate[i].push(mb_per_s(bytes, took));
             backup_bytes = bytes;
             if n > 1 {
@@ -301,11 +329,12 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             during[i].push(load(&db, a.load_secs, move |t0| {
                 // Back to back backups, each to its end (its last sync included), for
                 // at least the measurement window.
+                ryu_io::set_thread_nice(every.2).expect("nice");
                 let mut k = 0;
                 while k == 0 || t0.elapsed() < Duration::from_secs(a.load_secs) {
                     k += 1;
                     let id = format!("{id}-{k}");
-                    run_backup(&db2, &disk2, &dest2, &id, a.rate_mb, every);
+                    run_backup(&db2, &disk2, &dest2, &id, a.rate_mb, every, a.step_mib);
                 }
             }));
             // Remove them after the window (deleting is file system work too).
@@ -341,14 +370,14 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     for (i, every) in settings.iter().enumerate() {
         let rate = median(&backup_rate[i]);
         println!(
-            "| backup, sync every {} | {rate:.0} MB/s ({backup_bytes} bytes): {:.0}% of cp, {:.0}% of cp + sync |",
+            "| backup, {} | {rate:.0} MB/s ({backup_bytes} bytes): {:.0}% of cp, {:.0}% of cp + sync |",
             label(*every),
             100.0 * rate / cp_med,
             100.0 * rate / cp_sync_med
         );
         let (c, p) = (cps(&during[i]), p99(&during[i]));
         println!(
-            "| commits/s during backups at {} MB/s, sync every {} | {c:.0} (p99 {p:.0} µs): throughput {:+.1}%, p99 {:+.1}% |",
+            "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): throughput {:+.1}%, p99 {:+.1}% |",
             a.rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
             label(*every),
             100.0 * (c - base_cps) / base_cps,
@@ -370,7 +399,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     eprintln!("  alone (commits/s, p99 µs) {base:?}");
     for (i, every) in settings.iter().enumerate() {
         eprintln!(
-            "  sync every {}: backup MB/s {:?}; during {:?}",
+            "  {}: backup MB/s {:?}; during {:?}",
             label(*every),
             backup_rate[i].iter().map(|r| r.round()).collect::<Vec<_>>(),
             during[i]
@@ -389,9 +418,13 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
 fn main() {
     let a = args();
     std::fs::create_dir_all(&a.dir).expect("create bench dir");
-    assert!(a.reps > 0 && !a.sync_every_mib.is_empty());
+    assert!(a.reps > 0 && !a.pacing.is_empty());
     println!("| measure | value |\n|---|---|");
-    for size in [a.small_size_mib, a.size_mib] {
+    // A size of 0 is skipped.
+    for size in [a.small_size_mib, a.size_mib]
+        .into_iter()
+        .filter(|&s| s > 0)
+    {
         bench(&a.dir, size, &a);
     }
     std::fs::remove_dir_all(&a.dir).expect("clean up");

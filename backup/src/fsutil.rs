@@ -31,10 +31,24 @@ pub(crate) fn write_file_synced(disk: &DynDisk, path: &Path, bytes: &[u8]) -> Re
     Ok(())
 }
 
-/// Writes one destination file front to back and syncs it after every
-/// `sync_every_bytes` written (0: never; the owner syncs at the end), so no more than
-/// that much of it is ever dirty and unsynced. A write that would cross the boundary is
-/// split there.
+/// How a long write is paced towards the device (see `BackupOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pacing {
+    /// `sync_data` after every this many bytes (0: only the owner's sync at the end).
+    pub sync_every_bytes: u64,
+    /// Start writeback of every window of this many bytes once it is written, and wait
+    /// for the window before it (0: never).
+    pub write_behind_bytes: u64,
+}
+
+/// Writes one destination file front to back. With `sync_every_bytes` it syncs after
+/// every that many bytes, so no more than that much of it is ever unsynced (a write
+/// that would cross the boundary is split there). With `write_behind_bytes = W` it
+/// hands each complete window of `W` bytes to the device as soon as it is written
+/// (`File::write_behind`, no wait) and then waits for the window before it: so at most
+/// about `2W` of the file is dirty or in flight at any time, the device writes while
+/// the job copies, and the final sync finds little left to do. Neither touches
+/// durability: only `sync_data` does.
 #[derive(Debug)]
 pub(crate) struct Appender {
     file: DynFile,
@@ -42,17 +56,63 @@ pub(crate) struct Appender {
     at: u64,
     unsynced_bytes: u64,
     sync_every_bytes: u64,
+    behind: WriteBehind,
+}
+
+/// The write-behind of one file written front to back (not necessarily densely: a
+/// restore leaves holes for free pages) from `base`: windows of `window` bytes are
+/// handed to the device in order as the writes pass their end, and each is waited for
+/// once the next one has started.
+#[derive(Debug)]
+pub(crate) struct WriteBehind {
+    window: u64,
+    /// Writeback has been started for `[base, started)`...
+    started: u64,
+    /// ... and waited for over `[base, waited)`.
+    waited: u64,
+}
+
+impl WriteBehind {
+    /// Windows of `window` bytes from `base` (0: do nothing).
+    pub(crate) fn new(base: u64, window: u64) -> WriteBehind {
+        WriteBehind {
+            window,
+            started: base,
+            waited: base,
+        }
+    }
+
+    /// Everything below `end` has been written: start every window that is now
+    /// complete, and wait for all but the newest window started.
+    pub(crate) fn written_to(&mut self, file: &DynFile, path: &Path, end: u64) -> Result<()> {
+        let window = self.window;
+        if window == 0 {
+            return Ok(());
+        }
+        let fail = |e| Error::io("write behind", path, e);
+        while end.saturating_sub(self.started) >= window {
+            file.write_behind(self.started, window, false)
+                .map_err(fail)?;
+            self.started += window;
+        }
+        while self.started - self.waited > window {
+            file.write_behind(self.waited, window, true).map_err(fail)?;
+            self.waited += window;
+        }
+        Ok(())
+    }
 }
 
 impl Appender {
     /// Append to `file` (named `path` in errors) from offset `at`.
-    pub(crate) fn new(file: DynFile, path: PathBuf, at: u64, sync_every_bytes: u64) -> Appender {
+    pub(crate) fn new(file: DynFile, path: PathBuf, at: u64, pacing: Pacing) -> Appender {
         Appender {
             file,
             path,
             at,
             unsynced_bytes: 0,
-            sync_every_bytes,
+            sync_every_bytes: pacing.sync_every_bytes,
+            behind: WriteBehind::new(at, pacing.write_behind_bytes),
         }
     }
 
@@ -77,6 +137,7 @@ impl Appender {
             if self.sync_every_bytes > 0 && self.unsynced_bytes == self.sync_every_bytes {
                 self.sync()?;
             }
+            self.behind.written_to(&self.file, &self.path, self.at)?;
         }
         Ok(())
     }
@@ -101,20 +162,20 @@ impl Appender {
     }
 }
 
-/// Create `path` (which must not exist), write `bytes` through an [`Appender`] syncing
-/// every `sync_every_bytes`, and make sure the whole file is synced. The caller syncs
-/// the directory. For a file no larger than `sync_every_bytes` (or with 0) this is one
-/// write and one sync, as [`write_file_synced`].
-pub(crate) fn write_file_synced_every(
+/// Create `path` (which must not exist), write `bytes` through an [`Appender`] paced by
+/// `pacing`, and make sure the whole file is synced. The caller syncs the directory.
+/// For a file smaller than both intervals this is one write and one sync, as
+/// [`write_file_synced`].
+pub(crate) fn write_file_paced(
     disk: &DynDisk,
     path: &Path,
     bytes: &[u8],
-    sync_every_bytes: u64,
+    pacing: Pacing,
 ) -> Result<()> {
     let f = disk
         .create(path)
         .map_err(|e| Error::io("create", path, e))?;
-    let mut out = Appender::new(f, path.to_path_buf(), 0, sync_every_bytes);
+    let mut out = Appender::new(f, path.to_path_buf(), 0, pacing);
     out.append(bytes)?;
     if out.unsynced_bytes() > 0 || bytes.is_empty() {
         out.sync()?;

@@ -9,33 +9,37 @@
 //!    generation for an incremental) and the WAL segments from the pinned WAL start.
 //! 2. Pages: each step reads up to its budget of pages from the source `data` file (a
 //!    pinned generation's pages are never overwritten) and appends them to
-//!    `data.pages` in the temporary directory `dest/.tmp-<id>`, syncing it after every
-//!    `BackupOptions::effective_sync_every_bytes` (so the job never leaves a large
-//!    dirty backlog for the kernel to write back in a burst, ahead of the database's
-//!    own syncs).
+//!    `data.pages` in the temporary directory `dest/.tmp-<id>`, handing every few MiB
+//!    to the device as it goes (`BackupOptions::write_behind_bytes`: the job never
+//!    leaves a large dirty backlog for the kernel to write back in a burst, ahead of
+//!    the database's own syncs).
 //! 3. WAL: each step reads up to its budget of the current segment; once the records up
 //!    to the snapshot timestamp are in memory, the copy is cut after the last of them,
-//!    written (synced at the same interval) and synced. The pin is released when the
+//!    written (paced the same way) and synced. The pin is released when the
 //!    last byte has been read.
 //! 4. Finalize, one action per step so a crash can fall between any two: sync the pages
-//!    file; write and sync the manifest, sync the temporary directories; read the whole
-//!    temporary backup back and verify it; rename it to `dest/<id>` and sync `dest`;
-//!    release the lock. Until the rename is durable the backup exists only as `.tmp-<id>`,
-//!    which `list` reports as incomplete and `prune` removes.
+//!    file; write and sync the manifest, sync the temporary directories; read the pages
+//!    file back and check it, a budget at a time under the same rate limit as the copy
+//!    (it is as large as the copy); verify the rest of the temporary backup with that
+//!    outcome; rename it to `dest/<id>` and sync `dest`; release the lock. Until the
+//!    rename is durable the backup exists only as `.tmp-<id>`, which `list` reports as
+//!    incomplete and `prune` removes.
 //!
 //! A failed step abandons the job: the pin is released, the temporary directory and
 //! the lock are removed (best effort), and every later step returns `JobFinished`.
 
 use crate::error::{Error, Result};
 use crate::fsutil::{
-    self, Appender, acquire_lock, release_lock, write_file_synced, write_file_synced_every,
+    self, Appender, Pacing, acquire_lock, release_lock, write_file_paced, write_file_synced,
 };
 use crate::manifest::{
     BackupKind, ClusterInfo, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest,
     TOOL, WalRange, crc_hex,
 };
-use crate::pages::{ENTRY_BYTES, PAGES_FILE, PAGES_HEADER, PagesHeader};
-use crate::verify::{load_manifest, verify_dir};
+use crate::pages::{
+    ENTRY_BYTES, PAGES_FILE, PAGES_HEADER, PageExpect, PagesChecked, PagesHeader, PagesScan,
+};
+use crate::verify::{load_manifest, page_expect, verify_dir_with};
 use crate::walcopy;
 use crate::{BackupId, TMP_PREFIX};
 use ryu_engine::page::FORMAT_VERSION;
@@ -60,38 +64,41 @@ pub struct BackupOptions {
     pub max_bytes_per_sec: Option<u64>,
     /// Recorded in the manifest for a replicated node's backup.
     pub cluster: Option<ClusterInfo>,
-    /// Sync each file the job writes after every this many bytes, not only at its end
-    /// (RocksDB's `bytes_per_sync`); `Some(0)` syncs each file once, when it is
-    /// complete; `None` picks [`BackupOptions::effective_sync_every_bytes`]. A backup
-    /// that leaves hundreds of MB dirty in the page cache hands the writeback to the
-    /// kernel, which does it in bursts that the database's own commit syncs on the same
-    /// disk may wait behind (on ext4 a journal commit also waits for other files' newly
-    /// allocated dirty data). Syncing as it goes bounds that backlog, at the cost of a
-    /// blocking `fdatasync` (a device flush) per interval.
+    /// Sync each file the job writes after every this many bytes, not only once at its
+    /// end; `None` or `Some(0)`: only at its end. Each sync is a blocking `fdatasync`
+    /// (a device cache flush) that stops the copy; write-behind (below) bounds the dirty
+    /// backlog without one, so periodic syncs are only for a caller that wants a crash
+    /// mid-copy to keep what was copied (the job itself starts over).
     pub sync_every_bytes: Option<u64>,
+    /// Hand each window of this many bytes of every file the job writes to the device
+    /// as soon as it is written, and wait for the window before it
+    /// (`File::write_behind`, `sync_file_range(2)` on Linux; RocksDB's
+    /// `bytes_per_sync`); `None` picks [`DEFAULT_WRITE_BEHIND_BYTES`], `Some(0)` turns
+    /// it off. A backup that leaves hundreds of MB dirty in the page cache hands the
+    /// writeback to the kernel, which does it in bursts that the database's own commit
+    /// syncs on the same disk wait behind, and the job's last sync then writes it all
+    /// while the copy stands still. Write-behind keeps at most two windows dirty or in
+    /// flight and overlaps their writeback with the copy. It is a hint: durability
+    /// still comes only from the syncs before the backup is published.
+    pub write_behind_bytes: Option<u64>,
     /// Switch on one planted bug (tests of the simulator only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
 }
 
-/// The sync interval of a job without a rate limit (see
-/// [`BackupOptions::effective_sync_every_bytes`]).
-pub const DEFAULT_SYNC_EVERY_BYTES: u64 = 64 << 20;
-/// The sync interval of a job with `max_bytes_per_sec`.
-pub const RATE_LIMITED_SYNC_EVERY_BYTES: u64 = 4 << 20;
+/// The write-behind window a job uses unless told otherwise (see
+/// [`BackupOptions::write_behind_bytes`]; the interval sweep behind it is in the
+/// crate's README).
+pub const DEFAULT_WRITE_BEHIND_BYTES: u64 = 8 << 20;
 
 impl BackupOptions {
-    /// The sync interval the job uses: `sync_every_bytes` if set; otherwise
-    /// [`RATE_LIMITED_SYNC_EVERY_BYTES`] for a job with a rate limit (it waits between
-    /// steps anyway, so syncing often costs it no throughput, and a small backlog is
-    /// what the foreground wants) and [`DEFAULT_SYNC_EVERY_BYTES`] for one without
-    /// (each sync stops the copy for a device flush: on the benchmark VM, 4 MiB
-    /// intervals cost an unlimited backup 40 to 55% of its MB/s, 64 MiB 0 to 16%).
-    pub fn effective_sync_every_bytes(&self) -> u64 {
-        match (self.sync_every_bytes, self.max_bytes_per_sec) {
-            (Some(every), _) => every,
-            (None, Some(_)) => RATE_LIMITED_SYNC_EVERY_BYTES,
-            (None, None) => DEFAULT_SYNC_EVERY_BYTES,
+    /// How the job paces the files it writes.
+    pub(crate) fn pacing(&self) -> Pacing {
+        Pacing {
+            sync_every_bytes: self.sync_every_bytes.unwrap_or(0),
+            write_behind_bytes: self
+                .write_behind_bytes
+                .unwrap_or(DEFAULT_WRITE_BEHIND_BYTES),
         }
     }
 }
@@ -167,6 +174,9 @@ enum Phase {
     Wal,
     SyncPages,
     WriteManifest,
+    /// Read `data.pages` back and check it, a budget at a time.
+    VerifyPages,
+    /// Verify the rest of the temporary directory, with the outcome of `VerifyPages`.
     VerifyTmp,
     Publish,
     Unlock,
@@ -215,6 +225,9 @@ pub struct BackupJob {
     last_ts: Ts,
     wal_done: bool,
     files: Vec<FileEntry>,
+    // Verify phases.
+    verify_scan: Option<PagesScan>,
+    pages_checked: Option<(PageExpect, PagesChecked)>,
 }
 
 // A production driver runs the job on a background thread.
@@ -403,7 +416,7 @@ impl BackupJob {
         };
         let bytes_total = page_queue.len() as u64 * PAGE_SIZE as u64 + wal_bytes;
         let started_ns = clock.monotonic_ns();
-        let options_sync_every = options.effective_sync_every_bytes();
+        let pacing = options.pacing();
         let mut job = BackupJob {
             src_disk,
             src_dir,
@@ -429,7 +442,7 @@ impl BackupJob {
                 pages_file,
                 pages_path,
                 PAGES_HEADER as u64,
-                options_sync_every,
+                pacing,
             )),
             read_buf: Vec::new(),
             out_buf: Vec::new(),
@@ -444,6 +457,8 @@ impl BackupJob {
             next_lsn: wal_lsn,
             last_ts: 0,
             wal_done: false,
+            verify_scan: None,
+            pages_checked: None,
             files: Vec::new(),
         };
         if planted!(job, CopyWithoutPin) {
@@ -531,7 +546,8 @@ impl BackupJob {
     }
 
     fn step_inner(&mut self, budget: u64) -> Result<Step> {
-        let copying = matches!(self.phase, Phase::Pages | Phase::Wal);
+        // Reading the backup back counts against the rate limit as copying does.
+        let copying = matches!(self.phase, Phase::Pages | Phase::Wal | Phase::VerifyPages);
         let budget = self.allowance(budget);
         if copying && budget < PAGE_SIZE as u64 && self.options.max_bytes_per_sec.is_some() {
             return Ok(Step::Throttled(self.progress));
@@ -541,8 +557,10 @@ impl BackupJob {
             Phase::Wal => self.copy_wal(budget)?,
             Phase::SyncPages => self.sync_pages()?,
             Phase::WriteManifest => self.write_manifest()?,
+            Phase::VerifyPages => self.verify_pages(budget)?,
             Phase::VerifyTmp => {
-                let report = verify_dir(&self.dst, &self.dest, &self.tmp)?;
+                let checked = self.pages_checked.take();
+                let report = verify_dir_with(&self.dst, &self.dest, &self.tmp, checked)?;
                 if !report.problems.is_empty() {
                     return Err(Error::VerifyFailed {
                         id: self.manifest.backup_id.clone(),
@@ -740,8 +758,7 @@ impl BackupJob {
     fn write_wal_file(&mut self, number: u64, image: &[u8]) -> Result<()> {
         let rel = walcopy::segment_path(number);
         let path = self.tmp.join(&rel);
-        let every = self.options.effective_sync_every_bytes();
-        write_file_synced_every(&self.dst, &path, image, every)?;
+        write_file_paced(&self.dst, &path, image, self.options.pacing())?;
         self.files.push(FileEntry {
             path: rel,
             size_bytes: image.len() as u64,
@@ -823,7 +840,31 @@ impl BackupJob {
             .sync_dir(&wal)
             .and_then(|()| self.dst.sync_dir(&self.tmp))
             .map_err(|e| Error::io("sync dir", &self.tmp, e))?;
-        self.phase = Phase::VerifyTmp;
+        self.phase = Phase::VerifyPages;
+        Ok(())
+    }
+
+    /// Read back and check up to `budget` bytes of the pages file just written: its
+    /// checksum and page checks, the part of the read-back verify that grows with the
+    /// database (the WAL copies and the manifest are read in `VerifyTmp`).
+    fn verify_pages(&mut self, budget: u64) -> Result<()> {
+        let expect = page_expect(&self.manifest);
+        let scan = match &mut self.verify_scan {
+            Some(scan) => scan,
+            None => self.verify_scan.insert(PagesScan::open(
+                &self.dst,
+                &self.tmp.join(PAGES_FILE),
+                expect,
+            )?),
+        };
+        let before = scan.read_bytes();
+        let done = scan.advance(budget)?;
+        self.read_bytes += scan.read_bytes() - before;
+        if done {
+            let scan = self.verify_scan.take().expect("scanned");
+            self.pages_checked = Some((expect, scan.finish()));
+            self.phase = Phase::VerifyTmp;
+        }
         Ok(())
     }
 }

@@ -11,8 +11,9 @@
 //!   boundary. The simulator interleaves steps with commits, checkpoints and crashes;
 //!   a production thread loops on `step`. Optional rate limits: bytes per step, bytes
 //!   per second of the [`ryu_io::Clock`] handed in.
-//! - **Atomic finalize.** Files go to `dest/.tmp-<id>`, each synced as it is written
-//!   (every [`BackupOptions::effective_sync_every_bytes`]) and when complete; the manifest is
+//! - **Atomic finalize.** Files go to `dest/.tmp-<id>`, each handed to the device as
+//!   it is written (every [`BackupOptions::write_behind_bytes`]) and synced when
+//!   complete (optionally also every [`BackupOptions::sync_every_bytes`]); the manifest is
 //!   written last and synced; the temporary directory is synced, read back and
 //!   verified, renamed to `dest/<id>`, and `dest` synced. A crash leaves a complete
 //!   backup or a `.tmp-` leftover that [`list`] reports incomplete and [`prune`]
@@ -98,8 +99,7 @@ pub use housekeeping::{
 #[cfg(feature = "planted-bugs")]
 pub use job::PlantedBug;
 pub use job::{
-    BackupJob, BackupOptions, BackupSummary, DEFAULT_SYNC_EVERY_BYTES, Progress, ProgressFn,
-    RATE_LIMITED_SYNC_EVERY_BYTES, Step,
+    BackupJob, BackupOptions, BackupSummary, DEFAULT_WRITE_BEHIND_BYTES, Progress, ProgressFn, Step,
 };
 pub use manifest::{BackupKind, ClusterInfo, FileEntry, Manifest, WalRange};
 pub use restore::{RESTORE_TMP, RestoreOptions, RestoreSummary, restore};

@@ -123,7 +123,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// What the page checks expect of a pages file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageExpect {
     pub generation: u64,
     pub page_count: u64,
@@ -183,58 +183,118 @@ fn check_header(head: &[u8], len: u64, path: &Path, expect: PageExpect) -> Resul
     Ok(h)
 }
 
-/// One read of a whole pages file for verification: its length and the crc32 of all
-/// its bytes (what a manifest records), and the outcome of [`check`] on those same
-/// bytes. The outer error is an I/O error (the file could not be read to the end).
-pub fn check_with_crc(
-    disk: &DynDisk,
-    path: &Path,
-    expect: PageExpect,
-) -> Result<(u64, u32, Result<Superblock>)> {
-    let file = disk.open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("len", path, e))?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
-    file.read_at(0, &mut head)
-        .map_err(|e| Error::io("read", path, e))?;
-    crc.update(&head);
-    // Once the checks fail the rest is only hashed.
-    let mut checks = check_header(&head, len, path, expect).map(|_| PageChecker::new(path, expect));
-    let mut buf = vec![0u8; CHUNK_ENTRIES as usize * ENTRY_BYTES];
-    let mut at = head.len() as u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        let chunk = &mut buf[..n];
-        file.read_at(at, chunk)
+/// What one read of a whole pages file found: its length, the crc32 of all its bytes
+/// (what a manifest records), and the outcome of [`check`] on those same bytes.
+pub type PagesChecked = (u64, u32, Result<Superblock>);
+
+/// One read of a whole pages file for verification (see [`PagesChecked`]). The outer
+/// error is an I/O error (the file could not be read to the end).
+pub fn check_with_crc(disk: &DynDisk, path: &Path, expect: PageExpect) -> Result<PagesChecked> {
+    let mut scan = PagesScan::open(disk, path, expect)?;
+    while !scan.advance(u64::MAX)? {}
+    Ok(scan.finish())
+}
+
+/// [`check_with_crc`] a budget of bytes at a time, so that a backup job can verify
+/// what it wrote in steps under its rate limit, as it copied.
+#[derive(Debug)]
+pub(crate) struct PagesScan {
+    file: ryu_io::DynFile,
+    path: std::path::PathBuf,
+    len: u64,
+    at: u64,
+    crc: crc32fast::Hasher,
+    /// Once the checks fail the rest is only hashed.
+    checks: Result<PageChecker>,
+    buf: Vec<u8>,
+}
+
+impl PagesScan {
+    /// Open the file and read its header.
+    pub(crate) fn open(disk: &DynDisk, path: &Path, expect: PageExpect) -> Result<PagesScan> {
+        let file = disk.open(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file.len().map_err(|e| Error::io("len", path, e))?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
+        file.read_at(0, &mut head)
             .map_err(|e| Error::io("read", path, e))?;
-        crc.update(chunk);
-        if let Ok(c) = &mut checks {
-            // A valid header means the length is whole entries, so chunks are too.
-            for e in chunk.chunks_exact(ENTRY_BYTES) {
-                if let Err(err) = c.entry(u64_at(e, 0), &e[8..]) {
-                    checks = Err(err);
-                    break;
+        crc.update(&head);
+        let checks = check_header(&head, len, path, expect).map(|_| PageChecker::new(path, expect));
+        Ok(PagesScan {
+            file,
+            path: path.to_path_buf(),
+            len,
+            at: head.len() as u64,
+            crc,
+            checks,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Read and check about `budget` more bytes (at least one chunk of entries);
+    /// true once the whole file is read.
+    pub(crate) fn advance(&mut self, budget: u64) -> Result<bool> {
+        // Whole chunks only (the last one excepted), so that every chunk starts on an
+        // entry: `at` stays `PAGES_HEADER` plus a multiple of `chunk_bytes`.
+        let chunk_bytes = (CHUNK_ENTRIES as usize * ENTRY_BYTES) as u64;
+        let chunks = budget.div_ceil(chunk_bytes).max(1);
+        let stop = self
+            .at
+            .saturating_add(chunks.saturating_mul(chunk_bytes))
+            .min(self.len);
+        while self.at < stop {
+            let n = (stop - self.at).min(chunk_bytes) as usize;
+            self.buf.resize(n, 0);
+            let chunk = &mut self.buf[..n];
+            self.file
+                .read_at(self.at, chunk)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            self.crc.update(chunk);
+            if let Ok(c) = &mut self.checks {
+                // A valid header means the length is whole entries, so the last chunk
+                // is whole entries too.
+                for e in chunk.chunks_exact(ENTRY_BYTES) {
+                    if let Err(err) = c.entry(u64_at(e, 0), &e[8..]) {
+                        self.checks = Err(err);
+                        break;
+                    }
                 }
             }
+            self.at += n as u64;
         }
-        at += n as u64;
+        Ok(self.at == self.len)
     }
-    Ok((len, crc.finalize(), checks.and_then(PageChecker::finish)))
+
+    /// Bytes read so far.
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.at
+    }
+
+    /// The outcome, once [`PagesScan::advance`] returned true.
+    pub(crate) fn finish(self) -> PagesChecked {
+        debug_assert_eq!(self.at, self.len);
+        (
+            self.len,
+            self.crc.finalize(),
+            self.checks.and_then(PageChecker::finish),
+        )
+    }
 }
 
 /// The checks of [`check`] on one entry after another.
-struct PageChecker<'a> {
-    path: &'a Path,
+#[derive(Debug)]
+struct PageChecker {
+    path: std::path::PathBuf,
     expect: PageExpect,
     superblock: Option<Superblock>,
     last: Option<u64>,
     index: u64,
 }
 
-impl<'a> PageChecker<'a> {
-    fn new(path: &'a Path, expect: PageExpect) -> Self {
+impl PageChecker {
+    fn new(path: &Path, expect: PageExpect) -> Self {
         PageChecker {
-            path,
+            path: path.to_path_buf(),
             expect,
             superblock: None,
             last: None,
@@ -246,7 +306,8 @@ impl<'a> PageChecker<'a> {
         let expect = self.expect;
         let at = PAGES_HEADER as u64 + self.index * ENTRY_BYTES as u64;
         self.index += 1;
-        let bad = |d: String| Error::corrupted(self.path, at, format!("page {no}: {d}"));
+        let path = &self.path;
+        let bad = |d: String| Error::corrupted(path, at, format!("page {no}: {d}"));
         if self.last.is_some_and(|l| no <= l) || no >= expect.page_count {
             return Err(bad("out of order or beyond the page count".into()));
         }
@@ -286,7 +347,7 @@ impl<'a> PageChecker<'a> {
 
     fn finish(self) -> Result<Superblock> {
         self.superblock
-            .ok_or_else(|| Error::corrupted(self.path, 0, "no superblock in the pages file"))
+            .ok_or_else(|| Error::corrupted(&self.path, 0, "no superblock in the pages file"))
     }
 }
 

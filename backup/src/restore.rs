@@ -9,7 +9,8 @@
 //! target, which a new restore refuses: remove it first.
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, is_absent_or_empty, parent_of, write_file_synced};
+use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file_synced};
+use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
 use crate::manifest::{BackupKind, Manifest};
 use crate::pages::{self, PAGES_FILE, PageExpect};
 use crate::verify::{backup_dir, check_chain, verify_dir};
@@ -168,6 +169,9 @@ fn write_restore(
             page_count: m.page_count,
             newer_than: m.parent_generation,
         };
+        // A full backup's pages ascend, so the data file is written front to back
+        // (holes for free pages); an incremental overlays it again from the front.
+        let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES);
         pages::read_entries(disk, &path, expect, |run| {
             let mut j = 0;
             while j < run.len() {
@@ -183,8 +187,9 @@ fn write_restore(
                     }
                     k += 1;
                 }
-                data.write_at(first * PAGE_SIZE as u64, &buf)
-                    .map_err(io("write", &tmp))?;
+                let at = first * PAGE_SIZE as u64;
+                data.write_at(at, &buf).map_err(io("write", &tmp))?;
+                behind.written_to(&data, &tmp, at + buf.len() as u64)?;
                 pages_written += (k - j) as u64;
                 j = k;
             }

@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::fsutil::{self, safe_relative};
 use crate::manifest::{BackupKind, MANIFEST_FILE, Manifest, SignedManifest, crc_hex};
-use crate::pages::{self, PAGES_FILE, PageExpect};
+use crate::pages::{self, PAGES_FILE, PageExpect, PagesChecked};
 use crate::walcopy;
 use crate::{BackupId, SCRATCH_PREFIX, TMP_PREFIX};
 use ryu_io::DynDisk;
@@ -216,6 +216,18 @@ fn file_crc(disk: &DynDisk, path: &Path) -> Result<(u64, String)> {
 
 /// Verify one backup directory (final or temporary) whose chain lives in `dest`.
 pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<VerifyReport> {
+    verify_dir_with(disk, dest, dir, None)
+}
+
+/// [`verify_dir`], with the pages file already read and checked against `expect` by
+/// the caller (a backup job verifies it in steps under its rate limit): used in place
+/// of reading it again if the manifest on disk expects the same.
+pub(crate) fn verify_dir_with(
+    disk: &DynDisk,
+    dest: &Path,
+    dir: &Path,
+    mut pages_checked: Option<(PageExpect, PagesChecked)>,
+) -> Result<VerifyReport> {
     let id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -263,7 +275,12 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
             continue;
         }
         let crc = if f.path == PAGES_FILE {
-            pages::check_with_crc(disk, &dir.join(rel), page_expect(&m)).map(|(len, crc, c)| {
+            let expect = page_expect(&m);
+            match pages_checked.take() {
+                Some((e, checked)) if e == expect => Ok(checked),
+                _ => pages::check_with_crc(disk, &dir.join(rel), expect),
+            }
+            .map(|(len, crc, c)| {
                 page_checks = Some(c);
                 (len, crc_hex(crc))
             })
@@ -307,7 +324,7 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
     })
 }
 
-fn page_expect(m: &Manifest) -> PageExpect {
+pub(crate) fn page_expect(m: &Manifest) -> PageExpect {
     PageExpect {
         generation: m.generation,
         page_count: m.page_count,

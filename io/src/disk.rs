@@ -23,6 +23,19 @@ pub trait File: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> IoResult<()>;
     /// Current length in bytes, as readers see it.
     fn len(&self) -> IoResult<u64>;
+    /// A hint, never a durability point: start writing the bytes of
+    /// `[offset, offset + len)` already written to the device, and with `wait` also
+    /// wait until that writeback (and any started earlier for the range) is done.
+    /// Nothing becomes durable until `sync_data`; a writer that streams a large file
+    /// calls this every few MiB so the kernel never holds a large dirty backlog that
+    /// a later `sync_data` (its own, or another file's on the same disk) would wait
+    /// behind, and so that backlog's writeback overlaps the writing instead of
+    /// following it (RocksDB's `bytes_per_sync`). The default does nothing, which is
+    /// a correct implementation: the simulator's disks keep it.
+    fn write_behind(&self, offset: u64, len: u64, wait: bool) -> IoResult<()> {
+        let _ = (offset, len, wait);
+        Ok(())
+    }
     /// True when the file holds no bytes.
     fn is_empty(&self) -> IoResult<bool> {
         Ok(self.len()? == 0)

@@ -32,10 +32,12 @@
 mod clock;
 mod disk;
 mod error;
+mod priority;
 pub mod rng;
 mod std_disk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use disk::{Disk, DynDisk, DynFile, File, check_relative};
 pub use error::{IoError, IoResult};
+pub use priority::set_thread_nice;
 pub use std_disk::StdDisk;

@@ -192,6 +192,12 @@ struct Waiter {
     write: bool,
 }
 
+/// The nice value of the backup thread: backups (and the snapshots a lagging follower
+/// is sent, which are backups) take the CPU the node and client threads leave idle,
+/// and only about a tenth of a core they want (see `ryu_io::set_thread_nice`, and the
+/// benchmark in backup/README.md).
+const BACKUP_THREAD_NICE: i32 = 10;
+
 /// The backup thread: steps every job it holds, round robin, and hands each back
 /// to the node thread when it is done. Ends when the node thread is gone.
 fn backup_worker(
@@ -200,6 +206,9 @@ fn backup_worker(
     step_bytes: u64,
     metrics: Arc<Metrics>,
 ) {
+    if let Err(e) = ryu_io::set_thread_nice(BACKUP_THREAD_NICE) {
+        tracing::warn!(error = %e, "cannot lower the backup thread's CPU priority");
+    }
     let mut active: Vec<(Box<BackupWork>, u64)> = Vec::new();
     loop {
         // Wait for work when idle; otherwise pick up messages between steps.

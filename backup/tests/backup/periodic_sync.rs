@@ -1,11 +1,13 @@
-//! `BackupOptions::sync_every_bytes`: a job syncs each file it writes as it goes, so
-//! no destination file ever holds more than that many bytes written and not synced,
-//! and a crash mid-copy keeps every synced prefix.
+//! How a job paces the files it writes. `BackupOptions::sync_every_bytes`: it syncs
+//! each file as it goes, so no destination file ever holds more than that many bytes
+//! written and not synced, and a crash mid-copy keeps every synced prefix.
+//! `BackupOptions::write_behind_bytes`: it hands each window to the device and waits
+//! for the one before, so no file ever has more than two windows not yet written back.
 
 use crate::common::{Model, commit_some, read_all};
 use ryu_backup::{
-    BackupId, BackupJob, BackupOptions, DEFAULT_SYNC_EVERY_BYTES, RATE_LIMITED_SYNC_EVERY_BYTES,
-    RestoreOptions, Step, VerifyOptions, restore, verify,
+    BackupId, BackupJob, BackupOptions, DEFAULT_WRITE_BEHIND_BYTES, RestoreOptions, Step,
+    VerifyOptions, restore, verify,
 };
 use ryu_engine::{Db, Options};
 use ryu_io::{Disk, DynDisk, DynFile, File, IoResult, ManualClock};
@@ -30,6 +32,12 @@ struct FileLedger {
     syncs: u64,
     /// The image's length at the last successful sync: a prefix the media holds.
     synced_len: u64,
+    /// `write_behind` calls as `(offset, len, wait)`.
+    write_behinds: Vec<(u64, u64, bool)>,
+    /// The end of what a waiting `write_behind` or a sync has covered.
+    written_back_len: u64,
+    /// The most bytes a write found beyond `written_back_len` before it wrote.
+    max_backlog_bytes: u64,
 }
 
 /// A disk that records, per path, every write and sync made through it.
@@ -84,6 +92,9 @@ impl File for LedgerFile {
         self.inner.write_at(offset, data)?;
         let mut files = self.files.lock().unwrap();
         let f = files.entry(self.path.clone()).or_default();
+        f.max_backlog_bytes = f
+            .max_backlog_bytes
+            .max((f.image.len() as u64).saturating_sub(f.written_back_len));
         let end = offset as usize + data.len();
         if f.image.len() < end {
             f.image.resize(end, 0);
@@ -100,6 +111,18 @@ impl File for LedgerFile {
         f.unsynced_bytes = 0;
         f.syncs += 1;
         f.synced_len = f.image.len() as u64;
+        f.written_back_len = f.synced_len;
+        Ok(())
+    }
+    fn write_behind(&self, offset: u64, len: u64, wait: bool) -> IoResult<()> {
+        self.inner.write_behind(offset, len, wait)?;
+        let mut files = self.files.lock().unwrap();
+        let f = files.entry(self.path.clone()).or_default();
+        f.write_behinds.push((offset, len, wait));
+        // The tests check separately that waited windows are back to back.
+        if wait {
+            f.written_back_len = f.written_back_len.max(offset + len);
+        }
         Ok(())
     }
     fn set_len(&self, len: u64) -> IoResult<()> {
@@ -183,9 +206,20 @@ fn source_of(seed: u64, chunks: u32) -> (SimDisk, Db, Model) {
 }
 
 fn job(db: &Db, dst: &SyncLedger, id: &str, sync_every_bytes: u64) -> BackupJob {
+    job_paced(db, dst, id, Some(sync_every_bytes), Some(0))
+}
+
+fn job_paced(
+    db: &Db,
+    dst: &SyncLedger,
+    id: &str,
+    sync_every_bytes: Option<u64>,
+    write_behind_bytes: Option<u64>,
+) -> BackupJob {
     let options = BackupOptions {
         id: BackupId::new(id).unwrap(),
-        sync_every_bytes: Some(sync_every_bytes),
+        sync_every_bytes,
+        write_behind_bytes,
         ..Default::default()
     };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
@@ -196,61 +230,102 @@ fn run(job: &mut BackupJob, budget: u64) {
     while !matches!(job.step(budget).expect("step"), Step::Done(_)) {}
 }
 
+/// By default a job syncs each file once, when complete, and writes behind in 8 MiB
+/// windows, with or without a rate limit (checked on a database of about 20 MB of
+/// pages, in steps of 10 ms at 1 GB/s).
 #[test]
-fn the_default_interval_is_small_under_a_rate_limit_and_large_without() {
-    assert_eq!(DEFAULT_SYNC_EVERY_BYTES, 64 << 20);
-    assert_eq!(RATE_LIMITED_SYNC_EVERY_BYTES, 4 << 20);
-    let unlimited = BackupOptions::default();
-    assert_eq!(unlimited.sync_every_bytes, None);
-    assert_eq!(unlimited.effective_sync_every_bytes(), 64 << 20);
-    let limited = BackupOptions {
-        max_bytes_per_sec: Some(50_000_000),
-        ..Default::default()
-    };
-    assert_eq!(limited.effective_sync_every_bytes(), 4 << 20);
-    for every in [0, 1 << 20] {
-        let set = BackupOptions {
-            sync_every_bytes: Some(every),
-            max_bytes_per_sec: Some(50_000_000),
+fn by_default_a_job_syncs_once_and_writes_behind_every_8_mib() {
+    assert_eq!(DEFAULT_WRITE_BEHIND_BYTES, 8 << 20);
+    let (_src, db, _model) = source_of(1, 500);
+    for (i, limit) in [None, Some(1_000_000_000)].into_iter().enumerate() {
+        let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+        let options = BackupOptions {
+            id: BackupId::new("b1").unwrap(),
+            max_bytes_per_sec: limit,
             ..Default::default()
         };
-        assert_eq!(set.effective_sync_every_bytes(), every);
+        assert_eq!(
+            (options.sync_every_bytes, options.write_behind_bytes),
+            (None, None)
+        );
+        let d: DynDisk = Arc::new(dst.clone());
+        let mut j = BackupJob::start(&db, d, Path::new(DEST), clock.clone(), options).unwrap();
+        loop {
+            clock.advance(10_000_000);
+            if let Step::Done(_) = j.step(u64::MAX).unwrap() {
+                break;
+            }
+        }
+        let pages = dst.file("backups/.tmp-b1/data.pages");
+        let len = pages.image.len() as u64;
+        assert!(len > 18_000_000, "case {i}: {len}");
+        assert_eq!(pages.syncs, 1, "case {i}");
+        let w = 8u64 << 20;
+        // Windows start after the 64-byte header: [64, 64 + W), [64 + W, 64 + 2W) are
+        // complete in a 20 MB file; the first is waited for once the second started.
+        assert_eq!(
+            pages.write_behinds,
+            vec![(64, w, false), (64 + w, w, false), (64, w, true)],
+            "case {i}"
+        );
+        assert!(pages.max_backlog_bytes < 2 * w + 10_000_000, "case {i}");
     }
 }
 
-/// A rate-limited job with the default interval syncs every 4 MiB (checked on a
-/// database of about 10 MB of pages, in steps of about 10 MB).
+/// With a small window the job never lets a file get more than two windows ahead of
+/// what it has waited to be written back, whatever its step size; with 0 it never
+/// asks. Write-behind is not a sync: the file is still synced once, at its end.
 #[test]
-fn a_rate_limited_job_syncs_every_4_mib_by_default() {
-    let (_src, db, _model) = source_of(1, 250);
-    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
-    let options = BackupOptions {
-        id: BackupId::new("b1").unwrap(),
-        max_bytes_per_sec: Some(1_000_000_000),
-        ..Default::default()
-    };
-    let d: DynDisk = Arc::new(dst.clone());
-    let mut j = BackupJob::start(&db, d, Path::new(DEST), clock.clone(), options).unwrap();
-    loop {
-        clock.advance(10_000_000);
-        if let Step::Done(_) = j.step(u64::MAX).unwrap() {
-            break;
+fn write_behind_keeps_at_most_two_windows_of_a_file_unwritten() {
+    let (_src, db, _model) = source(1);
+    for (budget, window) in [(256 << 10, EVERY), (16 << 10, EVERY), (100_000, 3 * EVERY)] {
+        let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+        let mut j = job_paced(&db, &dst, "b1", None, Some(window));
+        run(&mut j, budget);
+        let pages = dst.file("backups/.tmp-b1/data.pages");
+        assert!(pages.image.len() > 1_000_000, "{}", pages.image.len());
+        assert_eq!(pages.syncs, 1);
+        // Each write finds at most two windows not yet written back, plus whatever the
+        // step before it wrote past the last complete window.
+        assert!(
+            pages.max_backlog_bytes < 2 * window,
+            "budget {budget}, window {window}: {} bytes behind",
+            pages.max_backlog_bytes
+        );
+        // Windows are started in order, back to back, and each is waited for after
+        // the next one started.
+        let starts: Vec<u64> = pages
+            .write_behinds
+            .iter()
+            .filter(|c| !c.2)
+            .map(|c| c.0)
+            .collect();
+        let waits: Vec<u64> = pages
+            .write_behinds
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| c.0)
+            .collect();
+        let full = (pages.image.len() as u64 - 64) / window;
+        assert_eq!(starts.len() as u64, full);
+        assert_eq!(waits.len() as u64, full - 1);
+        for (k, s) in starts.iter().enumerate() {
+            assert_eq!(*s, 64 + k as u64 * window);
         }
+        assert_eq!(waits[..], starts[..waits.len()]);
+        assert!(pages.write_behinds.iter().all(|c| c.1 == window));
     }
-    let pages = dst.file("backups/.tmp-b1/data.pages");
-    assert!(pages.image.len() > 9_000_000, "{}", pages.image.len());
+    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+    let mut j = job_paced(&db, &dst, "b2", None, Some(0));
+    run(&mut j, 256 << 10);
+    let pages = dst.file("backups/.tmp-b2/data.pages");
+    assert!(pages.write_behinds.is_empty());
     assert!(
-        pages.max_unsynced_bytes <= 4 << 20,
+        pages.max_backlog_bytes > 700_000,
         "{}",
-        pages.max_unsynced_bytes
+        pages.max_backlog_bytes
     );
-    assert!(
-        pages.max_unsynced_bytes > 3 << 20,
-        "{}",
-        pages.max_unsynced_bytes
-    );
-    assert!(pages.syncs >= 3, "{}", pages.syncs);
 }
 
 /// Steps of 256 KiB write more than the 64 KiB interval at once: the job must split
@@ -376,4 +451,40 @@ fn a_crash_mid_copy_keeps_every_synced_prefix() {
         );
     }
     assert!(survived >= 2, "only {survived} of 8 crashes kept the file");
+}
+
+/// The read-back of the pages file before publishing is as large as the copy, so it
+/// runs in steps under the same rate limit: at 10 MB/s and 10 ms a step, the 1.2 MB
+/// pages file takes a dozen steps to read back after the copy (it took one).
+#[test]
+fn the_read_back_verify_is_paced_by_the_rate_limit() {
+    let (_src, db, _model) = source(1);
+    let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let options = BackupOptions {
+        id: BackupId::new("b1").unwrap(),
+        max_bytes_per_sec: Some(10_000_000),
+        ..Default::default()
+    };
+    let d: DynDisk = Arc::new(dst.clone());
+    let mut j = BackupJob::start(&db, d, Path::new(DEST), clock.clone(), options).unwrap();
+    let (mut steps, mut after_copy) = (0u64, 0u64);
+    loop {
+        clock.advance(10_000_000);
+        steps += 1;
+        let p = j.progress();
+        if p.bytes_done == p.bytes_total {
+            after_copy += 1;
+        }
+        if let Step::Done(_) = j.step(u64::MAX).unwrap() {
+            break;
+        }
+    }
+    let pages = dst.file("backups/.tmp-b1/data.pages").image.len() as u64;
+    assert!(pages > 1_000_000, "{pages}");
+    // 100 KB a step: the read-back alone needs pages / 100 KB steps.
+    assert!(
+        after_copy >= pages / 100_000,
+        "{after_copy} steps after the copy, {steps} in all"
+    );
 }
