@@ -1,19 +1,22 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N],..] [--step-mib N]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i]],..] [--step-mib N]
 //! ```
 //!
 //! For each of two database sizes it fills a database (3 KiB values, checkpointed),
 //! then measures, `--reps` times (default 3) with the settings interleaved, and prints
 //! medians: `cp -r` of the database directory, alone and followed by `sync -f`; a
-//! backup of it for each `--pacing` setting `S/W` (`BackupOptions::sync_every_bytes`
+//! backup of it for each `--pacing` setting `S/W[/N[i]]` (`BackupOptions::sync_every_bytes`
 //! and `BackupOptions::write_behind_bytes` in MiB, 0 for none, `auto` for the
-//! default; default `auto/auto`) in MB/s of files written;
-//! foreground commits/s and p99 commit latency (4 writer threads, one small write per
-//! commit) alone for `--load-secs`, and for each value while backups limited to
-//! `--rate-mb` run back to back on another thread (for at least `--load-secs` and
-//! until the last backup is complete, its syncs included); and a restore (MB/s). Both `cp` and
+//! default; `N` the nice value of the thread that runs backups beside the load,
+//! default 10 as the server's backup thread, `i` to put its I/O in the idle class;
+//! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
+//! as the server); foreground commits/s and p99 commit latency (4 writer threads, one
+//! small write per commit) alone for `--load-secs`, and for each setting while backups
+//! limited to `--rate-mb` run back to back on another thread (for at least
+//! `--load-secs` and until the last backup is complete, its syncs included); and a
+//! restore (MB/s). A size of 0 is skipped. Both `cp` and
 //! the backup read from a warm page cache (the database was just written), so the
 //! comparison is like for like. Before every timed phase the copies of earlier
 //! phases are removed and the file system synced, so no phase pays for another's
@@ -34,12 +37,14 @@ use std::time::{Duration, Instant};
 const VALUE_BYTES: usize = 3000;
 const BATCH: usize = 2000;
 
-/// `(sync_every_mib, write_behind_mib, nice)`: `None` for the job's default; the nice
-/// value of the thread that runs the backups beside the load.
-type Pacing = (Option<u64>, Option<u64>, i32);
+/// `(sync_every_mib, write_behind_mib, nice, io_idle)`: `None` for the job's default;
+/// the nice value and I/O class of the thread that runs the backups beside the load.
+type Pacing = (Option<u64>, Option<u64>, i32, bool);
 
-/// The server's backup worker runs at this nice value (`src/server/core.rs`).
+/// The server's backup worker runs at this nice value (`src/server/core.rs`)...
 const BACKUP_NICE: i32 = 10;
+/// ... and in the default I/O class (`N` + `i` in `--pacing` tries the idle class).
+const BACKUP_IO_IDLE: bool = false;
 
 struct Args {
     dir: PathBuf,
@@ -62,7 +67,7 @@ fn args() -> Args {
         load_secs: 3,
         rate_mb: None,
         reps: 3,
-        pacing: vec![(None, None, BACKUP_NICE)],
+        pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE)],
         step_mib: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -77,14 +82,18 @@ fn args() -> Args {
             "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),
             "--reps" => a.reps = val.parse().expect("--reps N"),
             "--pacing" => {
-                let mib = |v: &str| (v != "auto").then(|| v.parse().expect("--pacing S/W[/N],.."));
+                let mib =
+                    |v: &str| (v != "auto").then(|| v.parse().expect("--pacing S/W[/N[i]],.."));
                 a.pacing = val
                     .split(',')
                     .map(|p| {
                         let v: Vec<&str> = p.split('/').collect();
-                        assert!(matches!(v.len(), 2 | 3), "--pacing S/W[/N],..");
-                        let nice = v.get(2).map_or(BACKUP_NICE, |n| n.parse().expect("nice"));
-                        (mib(v[0]), mib(v[1]), nice)
+                        assert!(matches!(v.len(), 2 | 3), "--pacing S/W[/N[i]],..");
+                        let (nice, idle) = v.get(2).map_or((BACKUP_NICE, BACKUP_IO_IDLE), |n| {
+                            let idle = n.ends_with('i');
+                            (n.trim_end_matches('i').parse().expect("nice"), idle)
+                        });
+                        (mib(v[0]), mib(v[1]), nice, idle)
                     })
                     .collect()
             }
@@ -236,7 +245,8 @@ fn label(p: Pacing) -> String {
         Some(0) => "no write-behind".to_string(),
         Some(m) => format!("write-behind {m} MiB"),
     };
-    format!("{sync}, {behind}, nice {}", p.2)
+    let io = if p.3 { ", idle I/O" } else { "" };
+    format!("{sync}, {behind}, nice {}{io}", p.2)
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
@@ -330,6 +340,9 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                 // Back to back backups, each to its end (its last sync included), for
                 // at least the measurement window.
                 ryu_io::set_thread_nice(every.2).expect("nice");
+                if every.3 {
+                    ryu_io::set_thread_io_idle().expect("ionice");
+                }
                 let mut k = 0;
                 while k == 0 || t0.elapsed() < Duration::from_secs(a.load_secs) {
                     k += 1;

@@ -60,7 +60,10 @@ pub struct BackupOptions {
     pub parent: Option<BackupId>,
     /// Cap every step's budget at this many bytes.
     pub max_bytes_per_step: Option<u64>,
-    /// Cap the average read rate, measured on the job's clock (monotonic time).
+    /// Cap the average read rate, measured on the job's clock (monotonic time): reads
+    /// of the source and the read-back of the pages file before publishing (which is
+    /// as large as the copy, so a limited backup takes about twice as long as its copy
+    /// alone). Every byte read is written at most once, so this caps the writes too.
     pub max_bytes_per_sec: Option<u64>,
     /// Recorded in the manifest for a replicated node's backup.
     pub cluster: Option<ClusterInfo>,
@@ -129,7 +132,9 @@ macro_rules! planted {
     };
 }
 
-/// Bytes read from the source so far, of the total the job expects to read.
+/// Bytes read from the source so far, of the total the job expects to read. The
+/// finalize steps after the copy (the read-back among them) are not counted: a job
+/// whose progress is complete is finalizing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     pub bytes_done: u64,

@@ -12,8 +12,41 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
     imp::set_thread_nice(nice)
 }
 
+/// Put the calling thread's disk I/O in the idle class (`ionice -c3`): the block
+/// layer's scheduler (mq-deadline, bfq) serves it only when no other class waits, with
+/// aging against starvation. It covers reads and the writeback the thread starts
+/// itself (`File::write_behind`, `sync_data`), not the kernel flusher's. On Linux only;
+/// elsewhere, and under a scheduler without classes (`none`), it does nothing.
+pub fn set_thread_io_idle() -> std::io::Result<()> {
+    imp::set_thread_io_idle()
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
+    /// `IOPRIO_WHO_PROCESS` and `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)` from
+    /// linux/ioprio.h (the class lives in the bits above 13).
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_IDLE: libc::c_long = 3 << 13;
+
+    pub(super) fn set_thread_io_idle() -> std::io::Result<()> {
+        // SAFETY: a raw syscall with integer arguments only; the kernel checks them.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                libc::c_long::from(tid),
+                IOPRIO_IDLE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     pub(super) fn set_thread_nice(nice: i32) -> std::io::Result<()> {
         // SAFETY: `gettid` has no preconditions; `setpriority` reads no memory of
         // ours and the kernel checks its arguments (EINVAL, EPERM, ESRCH).
@@ -32,6 +65,10 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
+    pub(super) fn set_thread_io_idle() -> std::io::Result<()> {
+        Ok(())
+    }
+
     pub(super) fn set_thread_nice(_: i32) -> std::io::Result<()> {
         Ok(())
     }
@@ -67,5 +104,35 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(own_nice(), before);
+    }
+
+    /// The calling thread's I/O priority (`ioprio_get`), class in the bits above 13.
+    #[cfg(target_os = "linux")]
+    fn own_io_class() -> libc::c_long {
+        // SAFETY: integer arguments only.
+        #[allow(unsafe_code)]
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_get,
+                1 as libc::c_long,
+                libc::c_long::from(libc::gettid()),
+            )
+        };
+        assert!(v >= 0, "{}", std::io::Error::last_os_error());
+        v >> 13
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn io_idle_applies_to_the_calling_thread_only() {
+        let before = own_io_class();
+        assert_ne!(before, 3);
+        std::thread::spawn(|| {
+            super::set_thread_io_idle().unwrap();
+            assert_eq!(own_io_class(), 3, "IOPRIO_CLASS_IDLE");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(own_io_class(), before);
     }
 }

@@ -195,7 +195,9 @@ struct Waiter {
 /// The nice value of the backup thread: backups (and the snapshots a lagging follower
 /// is sent, which are backups) take the CPU the node and client threads leave idle,
 /// and only about a tenth of a core they want (see `ryu_io::set_thread_nice`, and the
-/// benchmark in backup/README.md).
+/// benchmark in backup/README.md). Its disk I/O keeps the default class: the idle
+/// class (`ryu_io::set_thread_io_idle`) made no measurable difference there and could
+/// hold a lagging follower's snapshot back behind a busy disk.
 const BACKUP_THREAD_NICE: i32 = 10;
 
 /// The backup thread: steps every job it holds, round robin, and hands each back
