@@ -90,8 +90,8 @@ pub struct BackupOptions {
 }
 
 /// The write-behind window a job uses unless told otherwise (see
-/// [`BackupOptions::write_behind_bytes`]; the interval sweep behind it is in the
-/// crate's README).
+/// [`BackupOptions::write_behind_bytes`]; why 8 MiB: the crate's README, "Choosing
+/// the window").
 pub const DEFAULT_WRITE_BEHIND_BYTES: u64 = 8 << 20;
 
 impl BackupOptions {

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file_synced};
 use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
 use crate::manifest::{BackupKind, Manifest};
-use crate::pages::{self, PAGES_FILE, PageExpect};
-use crate::verify::{backup_dir, check_chain, verify_dir};
+use crate::pages::{self, PAGES_FILE};
+use crate::verify::{backup_dir, check_chain, page_expect, verify_dir};
 use crate::walcopy;
 use ryu_engine::{DATA_FILE, Db, Options, PAGE_SIZE, Ts, WAL_DIR};
 use ryu_io::DynDisk;
@@ -164,11 +164,7 @@ fn write_restore(
     for (i, m) in chain.iter().enumerate() {
         let is_last = i + 1 == chain.len();
         let path = dest.join(&m.backup_id).join(PAGES_FILE);
-        let expect = PageExpect {
-            generation: m.generation,
-            page_count: m.page_count,
-            newer_than: m.parent_generation,
-        };
+        let expect = page_expect(m);
         // A full backup's pages ascend, so the data file is written front to back
         // (holes for free pages); an incremental overlays it again from the front.
         let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES);
