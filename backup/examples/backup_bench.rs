@@ -37,9 +37,9 @@ use std::time::{Duration, Instant};
 const VALUE_BYTES: usize = 3000;
 const BATCH: usize = 2000;
 
-/// `(sync_every_mib, write_behind_mib, nice, io_idle)`: `None` for the job's default;
+/// `(sync_every_bytes, write_behind_bytes, nice, io_idle, keep_in_page_cache)`: `None` for the job's default;
 /// the nice value and I/O class of the thread that runs the backups beside the load.
-type Pacing = (Option<u64>, Option<u64>, i32, bool);
+type Pacing = (Option<u64>, Option<u64>, i32, bool, bool);
 
 /// The server's backup worker runs at this nice value (`src/server/core.rs`)...
 const BACKUP_NICE: i32 = 10;
@@ -53,7 +53,7 @@ struct Args {
     load_secs: u64,
     rate_mb: Option<u64>,
     reps: usize,
-    /// Each setting's `(sync_every_mib, write_behind_mib)`; `None`: the job's default.
+    /// Each setting (see [`Pacing`]).
     pacing: Vec<Pacing>,
     /// The budget of each `BackupJob::step`, in MiB.
     step_mib: u64,
@@ -67,7 +67,7 @@ fn args() -> Args {
         load_secs: 3,
         rate_mb: None,
         reps: 3,
-        pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE)],
+        pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE, false)],
         step_mib: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -82,18 +82,25 @@ fn args() -> Args {
             "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),
             "--reps" => a.reps = val.parse().expect("--reps N"),
             "--pacing" => {
-                let mib =
-                    |v: &str| (v != "auto").then(|| v.parse().expect("--pacing S/W[/N[i]],.."));
+                // A size in MiB, or in KiB with a `k` suffix; kept in bytes.
+                let mib = |v: &str| {
+                    (v != "auto").then(|| match v.strip_suffix('k') {
+                        Some(k) => k.parse::<u64>().expect("--pacing S/W[/N[i]],..") << 10,
+                        None => v.parse::<u64>().expect("--pacing S/W[/N[i]],..") << 20,
+                    })
+                };
                 a.pacing = val
                     .split(',')
                     .map(|p| {
                         let v: Vec<&str> = p.split('/').collect();
                         assert!(matches!(v.len(), 2 | 3), "--pacing S/W[/N[i]],..");
-                        let (nice, idle) = v.get(2).map_or((BACKUP_NICE, BACKUP_IO_IDLE), |n| {
-                            let idle = n.ends_with('i');
-                            (n.trim_end_matches('i').parse().expect("nice"), idle)
-                        });
-                        (mib(v[0]), mib(v[1]), nice, idle)
+                        let (nice, idle, keep) =
+                            v.get(2).map_or((BACKUP_NICE, BACKUP_IO_IDLE, false), |n| {
+                                let (idle, keep) = (n.contains('i'), n.contains('k'));
+                                let n = n.trim_end_matches(['i', 'k']);
+                                (n.parse().expect("nice"), idle, keep)
+                            });
+                        (mib(v[0]), mib(v[1]), nice, idle, keep)
                     })
                     .collect()
             }
@@ -137,9 +144,10 @@ fn fill(db: &Db, size_mib: u64) {
     db.checkpoint().expect("checkpoint");
 }
 
-/// Commits/s and p99 latency (µs) of 4 writer threads while `during` runs, for at
-/// least `secs` and until `during` returns (it is handed the start time).
-fn load(db: &Db, secs: u64, during: impl FnOnce(Instant) + Send) -> (f64, u64) {
+/// Commits/s, p99 latency (µs) and the seconds measured, of 4 writer threads while
+/// `during` runs, for at least `secs` and until `during` returns (it is handed the
+/// start time).
+fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> (f64, u64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -165,7 +173,7 @@ fn load(db: &Db, secs: u64, during: impl FnOnce(Instant) + Send) -> (f64, u64) {
             .collect();
         let t0 = Instant::now();
         let background = s.spawn(move || during(t0));
-        std::thread::sleep(Duration::from_secs(secs));
+        std::thread::sleep(Duration::from_secs_f64(secs));
         background.join().expect("background");
         stop.store(true, Ordering::Relaxed);
         let mut all: Vec<u64> = handles
@@ -175,7 +183,7 @@ fn load(db: &Db, secs: u64, during: impl FnOnce(Instant) + Send) -> (f64, u64) {
         let secs = t0.elapsed().as_secs_f64();
         all.sort_unstable();
         let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
-        (all.len() as f64 / secs, p99)
+        (all.len() as f64 / secs, p99, secs)
     })
 }
 
@@ -193,8 +201,9 @@ fn run_backup(
     let options = BackupOptions {
         id: BackupId::new(id).expect("id"),
         max_bytes_per_sec: rate_mb.map(|r| r * 1_000_000),
-        sync_every_bytes: pacing.0.map(|m| m << 20),
-        write_behind_bytes: pacing.1.map(|m| m << 20),
+        sync_every_bytes: pacing.0,
+        write_behind_bytes: pacing.1,
+        keep_in_page_cache: pacing.4,
         ..Default::default()
     };
     let t0 = Instant::now();
@@ -238,15 +247,29 @@ fn run_backup(
 fn label(p: Pacing) -> String {
     let sync = match p.0 {
         None | Some(0) => "sync at end".to_string(),
-        Some(m) => format!("sync every {m} MiB"),
+        Some(b) => format!("sync every {}", size(b)),
     };
     let behind = match p.1 {
         None => "write-behind 8 MiB (default)".to_string(),
         Some(0) => "no write-behind".to_string(),
-        Some(m) => format!("write-behind {m} MiB"),
+        Some(b) => format!("write-behind {}", size(b)),
     };
     let io = if p.3 { ", idle I/O" } else { "" };
-    format!("{sync}, {behind}, nice {}{io}", p.2)
+    let cache = if p.4 {
+        ", kept in cache"
+    } else {
+        ", dropped behind"
+    };
+    format!("{sync}, {behind}, nice {}{io}{cache}", p.2)
+}
+
+/// `b` bytes in MiB, or in KiB when not whole MiB.
+fn size(b: u64) -> String {
+    if b.is_multiple_of(1 << 20) {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{} KiB", b >> 10)
+    }
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
@@ -306,7 +329,9 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let (mut cp, mut cp_sync) = (Vec::new(), Vec::new());
     let mut backup_rate = vec![Vec::new(); settings.len()];
     let mut base = Vec::new();
-    let mut during = vec![Vec::new(); settings.len()];
+    // Per setting and repetition: (with backups, alone right after for as long).
+    type Window = (f64, u64, f64);
+    let mut during: Vec<Vec<(Window, Window)>> = vec![Vec::new(); settings.len()];
     let mut backup_bytes = 0;
     let mut n = 0;
     settle(&root.join("none"));
@@ -329,14 +354,12 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                 run("sync", &[]);
             }
         }
-        base.push(load(&db, a.load_secs, |_| {}));
-        run("sync", &[]);
         for &i in &order {
             n += 1;
             let id = format!("load{n}");
             let (db2, disk2, dest2) = (db.clone(), disk.clone(), dest.clone());
             let every = settings[i];
-            during[i].push(load(&db, a.load_secs, move |t0| {
+            let d = load(&db, a.load_secs as f64, move |t0| {
                 // Back to back backups, each to its end (its last sync included), for
                 // at least the measurement window.
                 ryu_io::set_thread_nice(every.2).expect("nice");
@@ -349,13 +372,19 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                     let id = format!("{id}-{k}");
                     run_backup(&db2, &disk2, &dest2, &id, a.rate_mb, every, a.step_mib);
                 }
-            }));
+            });
             // Remove them after the window (deleting is file system work too).
             for e in std::fs::read_dir(root.join(&dest)).expect("list").flatten() {
                 if e.file_name().to_string_lossy().starts_with("load") {
                     std::fs::remove_dir_all(e.path()).expect("remove");
                 }
             }
+            run("sync", &[]);
+            // Its pair: the load alone for as long, right after (the machine's speed
+            // drifts over minutes, so each window is compared with its neighbour).
+            let alone = load(&db, d.2, |_| {});
+            base.push(alone);
+            during[i].push((d, alone));
             run("sync", &[]);
         }
     }
@@ -373,8 +402,8 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let restore = t0.elapsed();
 
     let (cp_med, cp_sync_med) = (median(&cp), median(&cp_sync));
-    let cps = |v: &[(f64, u64)]| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
-    let p99 = |v: &[(f64, u64)]| median(&v.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
+    let cps = |v: &[Window]| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+    let p99 = |v: &[Window]| median(&v.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
     let (base_cps, base_p99) = (cps(&base), p99(&base));
     println!("| database | {size_mib} MiB of values, {db_bytes} bytes on disk |");
     println!("| cp -r | {cp_med:.0} MB/s |");
@@ -388,13 +417,22 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             100.0 * rate / cp_med,
             100.0 * rate / cp_sync_med
         );
-        let (c, p) = (cps(&during[i]), p99(&during[i]));
+        let with: Vec<Window> = during[i].iter().map(|w| w.0).collect();
+        let (c, p) = (cps(&with), p99(&with));
+        // Each window against the load alone right after it, then the median.
+        let change = |f: fn(&Window) -> f64| {
+            let v: Vec<f64> = during[i]
+                .iter()
+                .map(|(w, a)| 100.0 * (f(w) - f(a)) / f(a).max(1.0))
+                .collect();
+            median(&v)
+        };
         println!(
-            "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): throughput {:+.1}%, p99 {:+.1}% |",
+            "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): against the load alone right after each window, throughput {:+.1}%, p99 {:+.1}% (medians of the pairs) |",
             a.rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
             label(*every),
-            100.0 * (c - base_cps) / base_cps,
-            100.0 * (p - base_p99) / base_p99.max(1.0)
+            change(|w| w.0),
+            change(|w| w.1 as f64),
         );
     }
     println!(

@@ -39,6 +39,8 @@ pub(crate) struct Pacing {
     /// Start writeback of every window of this many bytes once it is written, and wait
     /// for the window before it (0: never).
     pub write_behind_bytes: u64,
+    /// Drop each window from the page cache once it is written back (`File::drop_cache`).
+    pub drop_behind: bool,
 }
 
 /// Writes one destination file front to back. With `sync_every_bytes` it syncs after
@@ -66,6 +68,7 @@ pub(crate) struct Appender {
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
     window: u64,
+    drop_behind: bool,
     /// Writeback has been started for `[base, started)`...
     started: u64,
     /// ... and waited for over `[base, waited)`.
@@ -74,9 +77,10 @@ pub(crate) struct WriteBehind {
 
 impl WriteBehind {
     /// Windows of `window` bytes from `base` (0: do nothing).
-    pub(crate) fn new(base: u64, window: u64) -> WriteBehind {
+    pub(crate) fn new(base: u64, window: u64, drop_behind: bool) -> WriteBehind {
         WriteBehind {
             window,
+            drop_behind,
             started: base,
             waited: base,
         }
@@ -97,6 +101,13 @@ impl WriteBehind {
         }
         while self.started - self.waited > window {
             file.write_behind(self.waited, window, true).map_err(fail)?;
+            if self.drop_behind {
+                // From the file's start, not the window's: the page cache holds large
+                // folios (2 MiB and more), and one a window only partly covers is
+                // kept; the next call covers it whole (ranges already dropped cost a
+                // walk over an empty index).
+                file.drop_cache(0, self.waited + window).map_err(fail)?;
+            }
             self.waited += window;
         }
         Ok(())
@@ -112,7 +123,7 @@ impl Appender {
             at,
             unsynced_bytes: 0,
             sync_every_bytes: pacing.sync_every_bytes,
-            behind: WriteBehind::new(at, pacing.write_behind_bytes),
+            behind: WriteBehind::new(at, pacing.write_behind_bytes, pacing.drop_behind),
         }
     }
 

@@ -84,6 +84,10 @@ pub struct BackupOptions {
     /// flight and overlaps their writeback with the copy. It is a hint: durability
     /// still comes only from the syncs before the backup is published.
     pub write_behind_bytes: Option<u64>,
+    /// Keep what the job writes in the page cache (`true`), or drop each window once it
+    /// is written back and the pages file's read-back once it is checked (`false`, the
+    /// default; `File::drop_cache`, `posix_fadvise(DONTNEED)` on Linux).
+    pub keep_in_page_cache: bool,
     /// Switch on one planted bug (tests of the simulator only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -102,6 +106,7 @@ impl BackupOptions {
             write_behind_bytes: self
                 .write_behind_bytes
                 .unwrap_or(DEFAULT_WRITE_BEHIND_BYTES),
+            drop_behind: !self.keep_in_page_cache,
         }
     }
 }
@@ -860,6 +865,7 @@ impl BackupJob {
                 &self.dst,
                 &self.tmp.join(PAGES_FILE),
                 expect,
+                !self.options.keep_in_page_cache,
             )?),
         };
         let before = scan.read_bytes();

@@ -15,7 +15,10 @@
 //!   it is written (every [`BackupOptions::write_behind_bytes`]) and synced when
 //!   complete (optionally also every [`BackupOptions::sync_every_bytes`]); the manifest is
 //!   written last and synced; the temporary directory is synced, read back and
-//!   verified, renamed to `dest/<id>`, and `dest` synced. A crash leaves a complete
+//!   verified, renamed to `dest/<id>`, and `dest` synced. Unless
+//!   [`BackupOptions::keep_in_page_cache`], each window is dropped from the page cache
+//!   once written back, and so is the read-back: a backup leaves the database's cache
+//!   as it found it, and its read-back comes from the device. A crash leaves a complete
 //!   backup or a `.tmp-` leftover that [`list`] reports incomplete and [`prune`]
 //!   removes. `dest/LOCK` keeps two jobs (or a job and a prune) apart; a lock left by a
 //!   crash is reported as [`Error::Locked`] and removed by [`break_lock`].

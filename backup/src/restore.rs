@@ -167,7 +167,7 @@ fn write_restore(
         let expect = page_expect(m);
         // A full backup's pages ascend, so the data file is written front to back
         // (holes for free pages); an incremental overlays it again from the front.
-        let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES);
+        let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES, false);
         pages::read_entries(disk, &path, expect, |run| {
             let mut j = 0;
             while j < run.len() {

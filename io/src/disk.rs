@@ -36,6 +36,16 @@ pub trait File: Send + Sync + Debug {
         let _ = (offset, len, wait);
         Ok(())
     }
+    /// A hint, never a change to the file: the bytes of `[offset, offset + len)` need
+    /// not stay in memory. A writer that streams a large file nobody will read soon (a
+    /// backup) calls this for each range once it is written back and read back, so the
+    /// copy neither evicts the database's own cached pages nor makes the kernel find
+    /// fresh memory for every MiB it writes. Ranges still dirty may be kept. The default
+    /// does nothing, which is a correct implementation: the simulator's disks keep it.
+    fn drop_cache(&self, offset: u64, len: u64) -> IoResult<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// True when the file holds no bytes.
     fn is_empty(&self) -> IoResult<bool> {
         Ok(self.len()? == 0)

@@ -38,6 +38,10 @@ struct FileLedger {
     written_back_len: u64,
     /// The most bytes a write found beyond `written_back_len` before it wrote.
     max_backlog_bytes: u64,
+    /// `drop_cache` calls as `(offset, len)`.
+    drops: Vec<(u64, u64)>,
+    /// Bytes that a `drop_cache` asked to drop beyond `written_back_len` (still dirty).
+    dropped_unwritten_bytes: u64,
 }
 
 /// A disk that records, per path, every write and sync made through it.
@@ -123,6 +127,15 @@ impl File for LedgerFile {
         if wait {
             f.written_back_len = f.written_back_len.max(offset + len);
         }
+        Ok(())
+    }
+    fn drop_cache(&self, offset: u64, len: u64) -> IoResult<()> {
+        self.inner.drop_cache(offset, len)?;
+        let mut files = self.files.lock().unwrap();
+        let f = files.entry(self.path.clone()).or_default();
+        f.drops.push((offset, len));
+        let end = (offset + len).min(f.image.len() as u64);
+        f.dropped_unwritten_bytes += end.saturating_sub(offset.max(f.written_back_len));
         Ok(())
     }
     fn set_len(&self, len: u64) -> IoResult<()> {
@@ -326,6 +339,69 @@ fn write_behind_keeps_at_most_two_windows_of_a_file_unwritten() {
         "{}",
         pages.max_backlog_bytes
     );
+}
+
+/// By default a job leaves nothing it wrote in the page cache: each window is dropped
+/// once it is written back (never before), and the pages file's read-back drops what
+/// it read, so the drops cover the whole pages file. With `keep_in_page_cache` it
+/// drops nothing.
+#[test]
+fn by_default_a_job_drops_what_it_wrote_from_the_cache_once_written_back() {
+    let (_src, db, _model) = source(1);
+    for keep in [false, true] {
+        let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
+        let options = BackupOptions {
+            id: BackupId::new("b1").unwrap(),
+            write_behind_bytes: Some(EVERY),
+            keep_in_page_cache: keep,
+            ..Default::default()
+        };
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+        let d: DynDisk = Arc::new(dst.clone());
+        let mut j = BackupJob::start(&db, d, Path::new(DEST), clock, options).unwrap();
+        run(&mut j, 100_000);
+        let mut dropped_files = 0;
+        for path in dst.paths() {
+            let f = dst.file(path.to_str().unwrap());
+            assert_eq!(
+                f.dropped_unwritten_bytes, 0,
+                "{path:?} dropped before written back"
+            );
+            dropped_files += usize::from(!f.drops.is_empty());
+        }
+        let pages = dst.file("backups/.tmp-b1/data.pages");
+        if keep {
+            assert_eq!(dropped_files, 0);
+            continue;
+        }
+        // The window drops and the read-back's drops together cover every byte.
+        let mut drops = pages.drops.clone();
+        drops.sort_unstable();
+        let mut covered = 0;
+        for (at, len) in drops {
+            assert!(at <= covered, "a gap before {at}: covered up to {covered}");
+            covered = covered.max(at + len);
+        }
+        assert_eq!(covered, pages.image.len() as u64);
+        // Each waited window is dropped, from the file's start (large folios).
+        let window_ends: Vec<u64> = pages
+            .write_behinds
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| c.0 + c.1)
+            .collect();
+        assert!(
+            window_ends.len() > 10,
+            "{} waited windows",
+            window_ends.len()
+        );
+        for end in window_ends {
+            assert!(
+                pages.drops.contains(&(0, end)),
+                "window ending at {end} kept"
+            );
+        }
+    }
 }
 
 /// Steps of 256 KiB write more than the 64 KiB interval at once: the job must split
