@@ -43,6 +43,17 @@ pub(crate) struct Pacing {
     pub drop_behind: bool,
 }
 
+impl Pacing {
+    /// The pacing of a pages file: never dropped from the cache as it is written back,
+    /// because the job reads it back once complete (and drops it then).
+    pub(crate) fn pages(self) -> Pacing {
+        Pacing {
+            drop_behind: false,
+            ..self
+        }
+    }
+}
+
 /// Writes one destination file front to back. With `sync_every_bytes` it syncs after
 /// every that many bytes, so no more than that much of it is ever unsynced (a write
 /// that would cross the boundary is split there). With `write_behind_bytes = W` it

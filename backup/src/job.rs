@@ -8,19 +8,22 @@
 //!    list the pages to copy (all tree pages, or those written since the parent's
 //!    generation for an incremental) and the WAL segments from the pinned WAL start.
 //! 2. Pages: each step reads up to its budget of pages from the source `data` file (a
-//!    pinned generation's pages are never overwritten) and appends them to
-//!    `data.pages` in the temporary directory `dest/.tmp-<id>`, handing every few MiB
-//!    to the device as it goes (`BackupOptions::write_behind_bytes`: the job never
-//!    leaves a large dirty backlog for the kernel to write back in a burst, ahead of
-//!    the database's own syncs).
+//!    pinned generation's pages are never overwritten) and appends them to the current
+//!    pages file `pages/NNNNNN.pages` in the temporary directory `dest/.tmp-<id>`,
+//!    handing every few MiB to the device as it goes (`BackupOptions::write_behind_bytes`:
+//!    the job never leaves a large dirty backlog for the kernel to write back in a
+//!    burst, ahead of the database's own syncs). A full pages file gets its header and
+//!    its sync, and is then read back and checked (from the page cache, and dropped
+//!    from it) by the following steps, as much again as each copies, while the next
+//!    file fills: nothing writes to a file after its read-back began.
 //! 3. WAL: each step reads up to its budget of the current segment; once the records up
 //!    to the snapshot timestamp are in memory, the copy is cut after the last of them,
 //!    written (paced the same way) and synced. The pin is released when the
 //!    last byte has been read.
-//! 4. Finalize, one action per step so a crash can fall between any two: sync the pages
-//!    file; write and sync the manifest, sync the temporary directories; read the pages
-//!    file back and check it, a budget at a time under the same rate limit as the copy
-//!    (it is as large as the copy); verify the rest of the temporary backup with that
+//! 4. Finalize, one action per step so a crash can fall between any two: write and
+//!    sync the manifest, sync the temporary directories; finish reading the pages files
+//!    back, a budget at a time under the same rate limit as the copy (the read-back is
+//!    as large as the copy); verify the rest of the temporary backup with that
 //!    outcome; rename it to `dest/<id>` and sync `dest`; release the lock. Until the
 //!    rename is durable the backup exists only as `.tmp-<id>`, which `list` reports as
 //!    incomplete and `prune` removes.
@@ -37,7 +40,8 @@ use crate::manifest::{
     TOOL, WalRange, crc_hex,
 };
 use crate::pages::{
-    ENTRY_BYTES, PAGES_FILE, PAGES_HEADER, PageExpect, PagesChecked, PagesHeader, PagesScan,
+    DEFAULT_PAGES_FILE_BYTES, ENTRY_BYTES, PAGES_DIR, PAGES_HEADER, PageExpect, PagesChecked,
+    PagesHeader, PagesVerifier, entries_per_file, file_count, pages_file,
 };
 use crate::verify::{load_manifest, page_expect, verify_dir_with};
 use crate::walcopy;
@@ -61,7 +65,7 @@ pub struct BackupOptions {
     /// Cap every step's budget at this many bytes.
     pub max_bytes_per_step: Option<u64>,
     /// Cap the average read rate, measured on the job's clock (monotonic time): reads
-    /// of the source and the read-back of the pages file before publishing (which is
+    /// of the source and the read-back of the pages files before publishing (which is
     /// as large as the copy, so a limited backup takes about twice as long as its copy
     /// alone). Every byte read is written at most once, so this caps the writes too.
     pub max_bytes_per_sec: Option<u64>,
@@ -88,6 +92,10 @@ pub struct BackupOptions {
     /// is written back and the pages file's read-back once it is checked (`false`, the
     /// default; `File::drop_cache`, `posix_fadvise(DONTNEED)` on Linux).
     pub keep_in_page_cache: bool,
+    /// Split the pages over files of at most this many bytes of entries (see
+    /// [`crate::pages`]); `None` picks [`DEFAULT_PAGES_FILE_BYTES`]. Each file is synced,
+    /// read back and dropped from the page cache as soon as it is complete.
+    pub pages_file_bytes: Option<u64>,
     /// Switch on one planted bug (tests of the simulator only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -182,9 +190,8 @@ struct SegmentCopy {
 enum Phase {
     Pages,
     Wal,
-    SyncPages,
     WriteManifest,
-    /// Read `data.pages` back and check it, a budget at a time.
+    /// Finish reading the pages files back and checking them, a budget at a time.
     VerifyPages,
     /// Verify the rest of the temporary directory, with the outcome of `VerifyPages`.
     VerifyTmp,
@@ -224,6 +231,12 @@ pub struct BackupJob {
     page_queue: Vec<u64>,
     page_next: usize,
     pages_written: u64,
+    /// Entries per pages file, and how many files.
+    pages_per_file: u64,
+    pages_files: u32,
+    /// The pages file being written (`pages_out`): its index, entries and their crc32.
+    pages_index: u32,
+    pages_in_file: u64,
     pages_crc: crc32fast::Hasher,
     // WAL phase.
     segments: Vec<(u64, u64)>,
@@ -236,7 +249,9 @@ pub struct BackupJob {
     wal_done: bool,
     files: Vec<FileEntry>,
     // Verify phases.
-    verify_scan: Option<PagesScan>,
+    /// Reads back each complete pages file (those below `pages_ready`).
+    pages_verifier: Option<PagesVerifier>,
+    pages_ready: u32,
     pages_checked: Option<(PageExpect, PagesChecked)>,
 }
 
@@ -382,12 +397,13 @@ impl BackupJob {
         // We hold the lock, so a leftover temporary directory of this id is dead.
         fsutil::remove_tree(&dst, &tmp)?;
         dst.create_dir_all(&tmp.join(WAL_DIR))
+            .and_then(|()| dst.create_dir_all(&tmp.join(PAGES_DIR)))
             .map_err(|e| Error::io("create dir", &tmp, e))?;
         dst.sync_dir(&tmp)
             .and_then(|()| dst.sync_dir(dest))
             .map_err(|e| Error::io("sync dir", dest, e))?;
-        let pages_path = tmp.join(PAGES_FILE);
-        let pages_file = dst
+        let pages_path = tmp.join(pages_file(0));
+        let first_pages_file = dst
             .create(&pages_path)
             .map_err(|e| Error::io("create", &pages_path, e))?;
         let data_path = src_dir.join(DATA_FILE);
@@ -427,6 +443,12 @@ impl BackupJob {
         let bytes_total = page_queue.len() as u64 * PAGE_SIZE as u64 + wal_bytes;
         let started_ns = clock.monotonic_ns();
         let pacing = options.pacing();
+        let pages_per_file =
+            entries_per_file(options.pages_file_bytes.unwrap_or(DEFAULT_PAGES_FILE_BYTES));
+        let pages_files = u32::try_from(file_count(page_queue.len() as u64, pages_per_file))
+            .map_err(|_| Error::Invalid {
+                detail: "more than 2^32 pages files: raise pages_file_bytes".into(),
+            })?;
         let mut job = BackupJob {
             src_disk,
             src_dir,
@@ -449,16 +471,20 @@ impl BackupJob {
             manifest,
             data_file: Some(data_file),
             pages_out: Some(Appender::new(
-                pages_file,
+                first_pages_file,
                 pages_path,
                 PAGES_HEADER as u64,
-                pacing,
+                pacing.pages(),
             )),
             read_buf: Vec::new(),
             out_buf: Vec::new(),
             page_queue,
             page_next: 0,
             pages_written: 0,
+            pages_per_file,
+            pages_files,
+            pages_index: 0,
+            pages_in_file: 0,
             pages_crc: crc32fast::Hasher::new(),
             segments,
             segment_next: 0,
@@ -467,7 +493,8 @@ impl BackupJob {
             next_lsn: wal_lsn,
             last_ts: 0,
             wal_done: false,
-            verify_scan: None,
+            pages_verifier: None,
+            pages_ready: 0,
             pages_checked: None,
             files: Vec::new(),
         };
@@ -565,7 +592,6 @@ impl BackupJob {
         match self.phase {
             Phase::Pages => self.copy_pages(budget)?,
             Phase::Wal => self.copy_wal(budget)?,
-            Phase::SyncPages => self.sync_pages()?,
             Phase::WriteManifest => self.write_manifest()?,
             Phase::VerifyPages => self.verify_pages(budget)?,
             Phase::VerifyTmp => {
@@ -609,6 +635,8 @@ impl BackupJob {
         while left > 0 && self.page_next < self.page_queue.len() {
             left = left.saturating_sub(self.copy_run(left)?);
         }
+        // Read back the files already complete, as much again as was copied.
+        self.verify_pages_upto(budget, Some(self.pages_ready))?;
         if self.page_next == self.page_queue.len() {
             self.data_file = None;
             self.read_buf = Vec::new();
@@ -653,12 +681,27 @@ impl BackupJob {
                 out.extend_from_slice(&buf[at..at + PAGE_SIZE]);
             }
         }
-        self.pages_out
-            .as_mut()
-            .expect("open while copying pages")
-            .append(out)?;
-        self.pages_crc.update(out);
-        self.pages_written += n as u64;
+        let out = std::mem::take(&mut self.out_buf);
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let room = (self.pages_per_file - self.pages_in_file) as usize * ENTRY_BYTES;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.pages_out
+                .as_mut()
+                .expect("open while copying pages")
+                .append(now)?;
+            self.pages_crc.update(now);
+            let entries = (now.len() / ENTRY_BYTES) as u64;
+            self.pages_in_file += entries;
+            self.pages_written += entries;
+            if self.pages_in_file == self.pages_per_file
+                || self.pages_written == self.page_queue.len() as u64
+            {
+                self.finish_pages_file()?;
+            }
+            rest = later;
+        }
+        self.out_buf = out;
         self.page_next = end;
         self.advance((n * PAGE_SIZE) as u64);
         Ok(span)
@@ -798,22 +841,28 @@ impl BackupJob {
         self.manifest.wal.last_ts = last_ts;
         self.pin = None; // everything is read: let the engine reuse the pages
         self.progress.bytes_done = self.progress.bytes_total;
-        self.phase = Phase::SyncPages;
+        self.phase = Phase::WriteManifest;
         Ok(())
     }
 
-    fn sync_pages(&mut self) -> Result<()> {
+    /// Complete the pages file being written: its header, its sync; then it may be
+    /// read back (nothing writes to it again), and the next one is created.
+    fn finish_pages_file(&mut self) -> Result<()> {
+        let index = self.pages_index;
         let header = PagesHeader {
             generation: self.manifest.generation,
             page_count: self.manifest.page_count,
-            entries: self.pages_written,
+            entries: self.pages_in_file,
+            index,
+            count: self.pages_files,
         }
         .encode();
-        let path = self.tmp.join(PAGES_FILE);
+        let rel = pages_file(index);
+        let path = self.tmp.join(&rel);
         let f = self
             .pages_out
             .take()
-            .expect("pages file open until synced")
+            .expect("pages file open until complete")
             .into_file();
         f.write_at(0, &header)
             .and_then(|()| {
@@ -826,16 +875,28 @@ impl BackupJob {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header);
         crc.combine(&self.pages_crc);
-        let size = PAGES_HEADER as u64 + self.pages_written * ENTRY_BYTES as u64;
-        self.files.insert(
-            0,
-            FileEntry {
-                path: PAGES_FILE.to_string(),
-                size_bytes: size,
-                crc32: crc_hex(crc.finalize()),
-            },
-        );
-        self.phase = Phase::WriteManifest;
+        self.files.push(FileEntry {
+            path: rel,
+            size_bytes: PAGES_HEADER as u64 + self.pages_in_file * ENTRY_BYTES as u64,
+            crc32: crc_hex(crc.finalize()),
+        });
+        self.pages_ready = index + 1;
+        self.pages_index += 1;
+        self.pages_in_file = 0;
+        self.pages_crc = crc32fast::Hasher::new();
+        if self.pages_index < self.pages_files {
+            let path = self.tmp.join(pages_file(self.pages_index));
+            let file = self
+                .dst
+                .create(&path)
+                .map_err(|e| Error::io("create", &path, e))?;
+            self.pages_out = Some(Appender::new(
+                file,
+                path,
+                PAGES_HEADER as u64,
+                self.options.pacing().pages(),
+            ));
+        }
         Ok(())
     }
 
@@ -846,37 +907,42 @@ impl BackupJob {
         let path = self.tmp.join(MANIFEST_FILE);
         write_file_synced(&self.dst, &path, &bytes)?;
         let wal = self.tmp.join(WAL_DIR);
+        let pages = self.tmp.join(PAGES_DIR);
         self.dst
             .sync_dir(&wal)
+            .and_then(|()| self.dst.sync_dir(&pages))
             .and_then(|()| self.dst.sync_dir(&self.tmp))
             .map_err(|e| Error::io("sync dir", &self.tmp, e))?;
         self.phase = Phase::VerifyPages;
         Ok(())
     }
 
-    /// Read back and check up to `budget` bytes of the pages file just written: its
-    /// checksum and page checks, the part of the read-back verify that grows with the
-    /// database (the WAL copies and the manifest are read in `VerifyTmp`).
+    /// Read back and check the rest of the pages files, up to `budget` bytes a step:
+    /// the part of the read-back verify that grows with the database (the WAL copies
+    /// and the manifest are read in `VerifyTmp`).
     fn verify_pages(&mut self, budget: u64) -> Result<()> {
-        let expect = page_expect(&self.manifest);
-        let scan = match &mut self.verify_scan {
-            Some(scan) => scan,
-            None => self.verify_scan.insert(PagesScan::open(
-                &self.dst,
-                &self.tmp.join(PAGES_FILE),
-                expect,
-                !self.options.keep_in_page_cache,
-            )?),
-        };
-        let before = scan.read_bytes();
-        let done = scan.advance(budget)?;
-        self.read_bytes += scan.read_bytes() - before;
-        if done {
-            let scan = self.verify_scan.take().expect("scanned");
-            self.pages_checked = Some((expect, scan.finish()));
+        if self.verify_pages_upto(budget, None)? {
+            let expect = page_expect(&self.manifest);
+            let verifier = self.pages_verifier.take().expect("verified");
+            self.pages_checked = Some((expect, verifier.finish()));
             self.phase = Phase::VerifyTmp;
         }
         Ok(())
+    }
+
+    /// Read back up to about `budget` bytes of the pages files below `ready` (`None`:
+    /// all); true once all are read. Counted against the rate limit.
+    fn verify_pages_upto(&mut self, budget: u64, ready: Option<u32>) -> Result<bool> {
+        let expect = page_expect(&self.manifest);
+        let drop_behind = !self.options.keep_in_page_cache;
+        let tmp = &self.tmp;
+        let verifier = self
+            .pages_verifier
+            .get_or_insert_with(|| PagesVerifier::new(&tmp.join(""), expect, drop_behind));
+        let before = verifier.read_bytes();
+        let done = verifier.advance(&self.dst, budget, ready);
+        self.read_bytes += verifier.read_bytes() - before;
+        Ok(done)
     }
 }
 

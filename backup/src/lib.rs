@@ -15,16 +15,19 @@
 //!   it is written (every [`BackupOptions::write_behind_bytes`]) and synced when
 //!   complete (optionally also every [`BackupOptions::sync_every_bytes`]); the manifest is
 //!   written last and synced; the temporary directory is synced, read back and
-//!   verified, renamed to `dest/<id>`, and `dest` synced. Unless
+//!   verified, renamed to `dest/<id>`, and `dest` synced. Each pages file is synced and
+//!   read back as soon as it is complete, while the next is copied. Unless
 //!   [`BackupOptions::keep_in_page_cache`], each window is dropped from the page cache
-//!   once written back, and so is the read-back: a backup leaves the database's cache
-//!   as it found it, and its read-back comes from the device. A crash leaves a complete
+//!   once written back, and each pages file once read back: a backup leaves the
+//!   database's cache as it found it and holds at most one pages file in memory. A crash leaves a complete
 //!   backup or a `.tmp-` leftover that [`list`] reports incomplete and [`prune`]
 //!   removes. `dest/LOCK` keeps two jobs (or a job and a prune) apart; a lock left by a
 //!   crash is reported as [`Error::Locked`] and removed by [`break_lock`].
-//! - **A backup directory** holds `manifest.json` (see [`manifest`]), `data.pages` (the
-//!   pages of the pinned generation, packed; see [`pages`]) and `wal/NNNNNNNNNNNN.log`
-//!   (engine WAL segments, each cut after its last record at or below the snapshot).
+//! - **A backup directory** holds `manifest.json` (see [`manifest`]),
+//!   `pages/NNNNNN.pages` (the pages of the pinned generation, packed, in files of at
+//!   most [`BackupOptions::pages_file_bytes`]; see [`pages`]) and
+//!   `wal/NNNNNNNNNNNN.log` (engine WAL segments, each cut after its last record at or
+//!   below the snapshot).
 //! - **Verify** ([`verify()`]) checks the manifest checksum, missing, extra and
 //!   wrong-size files, file checksums, page checksums, WAL continuity and the chain;
 //!   the deep mode restores into a scratch directory and opens the engine.

@@ -215,7 +215,7 @@ mod tests {
             tool: TOOL.into(),
             cluster: None,
             files: vec![FileEntry {
-                path: "data.pages".into(),
+                path: "pages/000000.pages".into(),
                 size_bytes: 10,
                 crc32: "00000000".into(),
             }],

@@ -1,7 +1,13 @@
-//! The pages file `data.pages`: the pages of one checkpoint generation of the engine's
-//! `data` file, packed (free pages are not stored).
+//! The pages files `pages/NNNNNN.pages`: the pages of one checkpoint generation of
+//! the engine's `data` file, packed (free pages are not stored), in ascending page
+//! order, split over files of at most [`BackupOptions::pages_file_bytes`] of entries.
 //!
-//! # Layout
+//! Why several files: a job reads each file back (from the page cache) and drops it
+//! from the cache as soon as it is complete and synced, so no backup holds more than
+//! one file's worth of memory, and no write of the job lands in a file after that file
+//! was read back (a damaged write caught later would otherwise go unseen).
+//!
+//! # Layout of one file (format version 2)
 //!
 //! | offset | size | field |
 //! |--------|------|-------|
@@ -10,15 +16,22 @@
 //! | 12     | 4    | page size in bytes (u32 LE) |
 //! | 16     | 8    | generation of the pinned tree |
 //! | 24     | 8    | page count of the data file a restore makes |
-//! | 32     | 8    | entry count `n` |
-//! | 40     | 4    | crc32 of bytes `[0, 40)` |
-//! | 44     | 20   | zero |
+//! | 32     | 8    | entry count `n` of this file |
+//! | 40     | 4    | this file's index `i` (u32 LE): its name is `pages/{i:06}.pages` |
+//! | 44     | 4    | count of pages files in the backup (u32 LE, at least 1) |
+//! | 48     | 4    | crc32 of bytes `[0, 48)` |
+//! | 52     | 12   | zero |
 //! | 64     | ..   | `n` entries, ascending by page number |
 //!
-//! Entry: `page number u64 LE | page image (PAGE_SIZE bytes)`. Exactly one entry is a
-//! superblock (page 0 or 1: the pinned generation's slot); the others are tree pages,
-//! each carrying its own crc32, number and generation (see `ryu_engine::page`). The
-//! header is written last, after every entry, so a torn copy has no valid header.
+//! Entry: `page number u64 LE | page image (PAGE_SIZE bytes)`. Page numbers ascend
+//! across the files in index order. Exactly one entry of all files is a superblock
+//! (page 0 or 1: the pinned generation's slot, so always in file 0); the others are
+//! tree pages, each carrying its own crc32, number and generation (see
+//! `ryu_engine::page`). A file's header is written after its entries, so a torn copy
+//! has no valid header. Version 1 (one `data.pages` file, without index and count) is
+//! refused with [`Error::UnsupportedVersion`].
+//!
+//! [`BackupOptions::pages_file_bytes`]: crate::BackupOptions::pages_file_bytes
 
 use crate::error::{Error, Result};
 use ryu_engine::PAGE_SIZE;
@@ -26,10 +39,29 @@ use ryu_engine::page::{FIRST_TREE_PAGE, SUPER_LEN, SuperSlot, Superblock, is_tre
 use ryu_io::DynDisk;
 use std::path::Path;
 
-/// The pages file's name inside a backup directory.
-pub const PAGES_FILE: &str = "data.pages";
-/// Format version of the pages file.
-pub const PAGES_VERSION: u32 = 1;
+/// The directory of the pages files inside a backup directory.
+pub const PAGES_DIR: &str = "pages";
+/// Format version of the pages files.
+pub const PAGES_VERSION: u32 = 2;
+/// Bytes of entries per pages file unless a job is told otherwise (64 MiB: small
+/// enough that the copy's memory stays bounded, large enough that the sync each file
+/// costs is noise).
+pub const DEFAULT_PAGES_FILE_BYTES: u64 = 64 << 20;
+
+/// The path, inside a backup directory, of pages file `index`.
+pub fn pages_file(index: u32) -> String {
+    format!("{PAGES_DIR}/{index:06}.pages")
+}
+
+/// Entries per file for a limit of `bytes` (at least one).
+pub(crate) fn entries_per_file(bytes: u64) -> u64 {
+    (bytes / ENTRY_BYTES as u64).max(1)
+}
+
+/// How many files `entries` entries take at `per_file` entries each (at least one).
+pub(crate) fn file_count(entries: u64, per_file: u64) -> u64 {
+    entries.div_ceil(per_file).max(1)
+}
 const MAGIC: [u8; 8] = *b"RYUBKPG\0";
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = H_MAGIC + 8;
@@ -37,7 +69,9 @@ const H_PAGE_SIZE: usize = H_VERSION + 4;
 const H_GENERATION: usize = H_PAGE_SIZE + 4;
 const H_PAGE_COUNT: usize = H_GENERATION + 8;
 const H_ENTRIES: usize = H_PAGE_COUNT + 8;
-const H_CRC: usize = H_ENTRIES + 8;
+const H_INDEX: usize = H_ENTRIES + 8;
+const H_COUNT: usize = H_INDEX + 4;
+const H_CRC: usize = H_COUNT + 4;
 /// Bytes before the first entry.
 pub const PAGES_HEADER: usize = 64;
 const _: () = assert!(H_CRC + 4 <= PAGES_HEADER);
@@ -52,7 +86,12 @@ const PG_GEN: usize = 16;
 pub struct PagesHeader {
     pub generation: u64,
     pub page_count: u64,
+    /// Entries in this file.
     pub entries: u64,
+    /// This file's index.
+    pub index: u32,
+    /// How many pages files the backup has.
+    pub count: u32,
 }
 
 impl PagesHeader {
@@ -65,6 +104,8 @@ impl PagesHeader {
         h[H_GENERATION..H_GENERATION + 8].copy_from_slice(&self.generation.to_le_bytes());
         h[H_PAGE_COUNT..H_PAGE_COUNT + 8].copy_from_slice(&self.page_count.to_le_bytes());
         h[H_ENTRIES..H_ENTRIES + 8].copy_from_slice(&self.entries.to_le_bytes());
+        h[H_INDEX..H_INDEX + 4].copy_from_slice(&self.index.to_le_bytes());
+        h[H_COUNT..H_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = crc32fast::hash(&h[..H_CRC]);
         h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         h
@@ -97,7 +138,15 @@ impl PagesHeader {
             generation: u64_at(b, H_GENERATION),
             page_count: u64_at(b, H_PAGE_COUNT),
             entries: u64_at(b, H_ENTRIES),
+            index: u32_at(b, H_INDEX),
+            count: u32_at(b, H_COUNT),
         };
+        if h.index >= h.count {
+            return Err(bad(
+                H_INDEX,
+                &format!("pages file {} of {}", h.index, h.count),
+            ));
+        }
         let want = h
             .entries
             .checked_mul(ENTRY_BYTES as u64)
@@ -131,44 +180,59 @@ pub struct PageExpect {
     pub newer_than: Option<u64>,
 }
 
-/// Read a pages file in chunks: check its header against `expect`, then hand each
-/// run of entries `(page number, page image)` to `f`. The file's length must match
-/// the header exactly.
+/// Read every pages file of the backup in `dir`, in order: check each header against
+/// `expect` (and against the first file's count and its own index), then hand each
+/// run of entries `(page number, page image)` to `f`. Each file's length must match its
+/// header exactly.
 pub fn read_entries(
     disk: &DynDisk,
-    path: &Path,
+    dir: &Path,
     expect: PageExpect,
     mut f: impl FnMut(&[(u64, &[u8])]) -> Result<()>,
-) -> Result<PagesHeader> {
-    let file = disk.open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("len", path, e))?;
-    let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
-    file.read_at(0, &mut head)
-        .map_err(|e| Error::io("read", path, e))?;
-    let h = check_header(&head, len, path, expect)?;
+) -> Result<()> {
+    let mut count = None;
+    let mut index = 0u32;
     let mut buf = Vec::new();
-    let mut done = 0u64;
-    while done < h.entries {
-        let n = (h.entries - done).min(CHUNK_ENTRIES);
-        buf.resize(n as usize * ENTRY_BYTES, 0);
-        let at = PAGES_HEADER as u64 + done * ENTRY_BYTES as u64;
-        file.read_at(at, &mut buf)
-            .map_err(|e| Error::io("read", path, e))?;
-        let run: Vec<(u64, &[u8])> = buf
-            .chunks_exact(ENTRY_BYTES)
-            .map(|e| (u64_at(e, 0), &e[8..]))
-            .collect();
-        f(&run)?;
-        done += n;
+    while count.is_none_or(|c| index < c) {
+        let path = dir.join(pages_file(index));
+        let file = disk.open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("len", &path, e))?;
+        let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
+        file.read_at(0, &mut head)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let h = check_header(&head, len, &path, expect, index, count)?;
+        count = Some(h.count);
+        let mut done = 0u64;
+        while done < h.entries {
+            let n = (h.entries - done).min(CHUNK_ENTRIES);
+            buf.resize(n as usize * ENTRY_BYTES, 0);
+            let at = PAGES_HEADER as u64 + done * ENTRY_BYTES as u64;
+            file.read_at(at, &mut buf)
+                .map_err(|e| Error::io("read", &path, e))?;
+            let run: Vec<(u64, &[u8])> = buf
+                .chunks_exact(ENTRY_BYTES)
+                .map(|e| (u64_at(e, 0), &e[8..]))
+                .collect();
+            f(&run)?;
+            done += n;
+        }
+        index += 1;
     }
-    Ok(h)
+    Ok(())
 }
 
 const CHUNK_ENTRIES: u64 = 256;
 
 /// Decode a header (the first bytes of a file of `len` bytes) and check it against
-/// `expect`.
-fn check_header(head: &[u8], len: u64, path: &Path, expect: PageExpect) -> Result<PagesHeader> {
+/// `expect`, the file's place `index`, and the count of files once known.
+fn check_header(
+    head: &[u8],
+    len: u64,
+    path: &Path,
+    expect: PageExpect,
+    index: u32,
+    count: Option<u32>,
+) -> Result<PagesHeader> {
     let h = PagesHeader::decode(head, len, path)?;
     if h.generation != expect.generation || h.page_count != expect.page_count {
         return Err(Error::corrupted(
@@ -180,68 +244,220 @@ fn check_header(head: &[u8], len: u64, path: &Path, expect: PageExpect) -> Resul
             ),
         ));
     }
+    if h.index != index || count.is_some_and(|c| c != h.count) {
+        return Err(Error::corrupted(
+            path,
+            H_INDEX as u64,
+            format!(
+                "pages header says file {} of {}; expected file {index}{}",
+                h.index,
+                h.count,
+                count.map_or(String::new(), |c| format!(" of {c}"))
+            ),
+        ));
+    }
     Ok(h)
 }
 
-/// What one read of a whole pages file found: its length, the crc32 of all its bytes
-/// (what a manifest records), and the outcome of [`check`] on those same bytes.
-pub type PagesChecked = (u64, u32, Result<Superblock>);
-
-/// One read of a whole pages file for verification (see [`PagesChecked`]). The outer
-/// error is an I/O error (the file could not be read to the end).
-pub fn check_with_crc(disk: &DynDisk, path: &Path, expect: PageExpect) -> Result<PagesChecked> {
-    let mut scan = PagesScan::open(disk, path, expect, false)?;
-    while !scan.advance(u64::MAX)? {}
-    Ok(scan.finish())
+/// What one read of a backup's pages files found.
+#[derive(Debug)]
+pub struct PagesChecked {
+    /// Each pages file read, in index order: its path in the backup directory and its
+    /// `(length, crc32 of all its bytes)` (what a manifest records), or why it could
+    /// not be read to its end.
+    pub files: Vec<(String, Result<(u64, u32)>)>,
+    /// The page checks over all of them, made on the same bytes: the superblock, or
+    /// the first problem.
+    pub checks: Result<Superblock>,
 }
 
-/// [`check_with_crc`] a budget of bytes at a time, so that a backup job can verify
-/// what it wrote in steps under its rate limit, as it copied.
+/// Read and check all pages files of the backup in `dir` (see [`PagesChecked`]).
+pub fn check_all(disk: &DynDisk, dir: &Path, expect: PageExpect) -> PagesChecked {
+    let mut v = PagesVerifier::new(dir, expect, false);
+    while !v.advance(disk, u64::MAX, None) {}
+    v.finish()
+}
+
+/// [`check_all`] a budget of bytes at a time, so that a backup job can verify what it
+/// wrote in steps under its rate limit, each file as soon as it is complete.
 #[derive(Debug)]
-pub(crate) struct PagesScan {
+pub(crate) struct PagesVerifier {
+    dir: std::path::PathBuf,
+    expect: PageExpect,
+    drop_behind: bool,
+    /// The count of files, once file 0's header is read.
+    count: Option<u32>,
+    /// The file being read, and its index.
+    scan: Option<PagesScan>,
+    next: u32,
+    /// Once the checks fail the rest is only hashed.
+    checker: Result<PageChecker>,
+    files: Vec<(String, Result<(u64, u32)>)>,
+    read_bytes: u64,
+}
+
+impl PagesVerifier {
+    pub(crate) fn new(dir: &Path, expect: PageExpect, drop_behind: bool) -> PagesVerifier {
+        PagesVerifier {
+            dir: dir.to_path_buf(),
+            expect,
+            drop_behind,
+            count: None,
+            scan: None,
+            next: 0,
+            checker: Ok(PageChecker::new(expect)),
+            files: Vec::new(),
+            read_bytes: 0,
+        }
+    }
+
+    /// Read and check about `budget` more bytes of the files with an index below
+    /// `ready` (`None`: all files); true once every file is read. A file that cannot be
+    /// read is recorded as such and the checks fail; the rest are still read.
+    pub(crate) fn advance(&mut self, disk: &DynDisk, budget: u64, ready: Option<u32>) -> bool {
+        let mut left = budget;
+        loop {
+            if self.count.is_some_and(|c| self.next >= c) && self.scan.is_none() {
+                return true;
+            }
+            let Some(scan) = &mut self.scan else {
+                if ready.is_some_and(|r| self.next >= r) || left == 0 {
+                    return false;
+                }
+                self.open_next(disk);
+                continue;
+            };
+            let before = scan.at;
+            let done = scan.advance(left, &mut self.checker);
+            self.read_bytes += scan.at - before;
+            left = left.saturating_sub(scan.at - before);
+            match done {
+                Ok(false) if left > 0 => continue,
+                Ok(false) => return false,
+                Ok(true) => {
+                    let scan = self.scan.take().expect("scanning");
+                    let (name, len, crc) = (scan.name.clone(), scan.len, scan.crc.finalize());
+                    self.files.push((name, Ok((len, crc))));
+                }
+                Err(e) => {
+                    let scan = self.scan.take().expect("scanning");
+                    self.fail(scan.name.clone(), e);
+                }
+            }
+        }
+    }
+
+    /// Open file `next`; on failure record it (and, for file 0, stop: the count is
+    /// unknown).
+    fn open_next(&mut self, disk: &DynDisk) {
+        let index = self.next;
+        self.next += 1;
+        let name = pages_file(index);
+        match PagesScan::open(disk, &self.dir, &name, self.drop_behind) {
+            Ok((mut scan, head)) => {
+                match check_header(&head, scan.len, &scan.path, self.expect, index, self.count) {
+                    Ok(h) => {
+                        self.count = Some(h.count);
+                        if let Ok(c) = &mut self.checker {
+                            c.start_file(&scan.path);
+                        }
+                    }
+                    Err(e) => {
+                        // The bytes are still hashed for the manifest's checksum.
+                        scan.entries_unchecked = true;
+                        if self.checker.is_ok() {
+                            self.checker = Err(e);
+                        }
+                        self.count.get_or_insert(1);
+                    }
+                }
+                self.read_bytes += scan.at;
+                self.scan = Some(scan);
+            }
+            Err(e) => {
+                self.count.get_or_insert(1);
+                self.fail(name, e);
+            }
+        }
+    }
+
+    fn fail(&mut self, name: String, e: Error) {
+        if self.checker.is_ok() {
+            self.checker = Err(Error::corrupted(
+                self.dir.join(&name),
+                0,
+                format!("pages file could not be read: {e}"),
+            ));
+        }
+        self.files.push((name, Err(e)));
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.read_bytes
+    }
+
+    /// The outcome, once [`PagesVerifier::advance`] returned true.
+    pub(crate) fn finish(self) -> PagesChecked {
+        debug_assert!(self.scan.is_none());
+        PagesChecked {
+            files: self.files,
+            checks: self.checker.and_then(PageChecker::finish),
+        }
+    }
+}
+
+/// One pages file read front to back, its crc32 computed and its entries handed to a
+/// [`PageChecker`].
+#[derive(Debug)]
+struct PagesScan {
     file: ryu_io::DynFile,
+    name: String,
     path: std::path::PathBuf,
     len: u64,
     at: u64,
     crc: crc32fast::Hasher,
-    /// Once the checks fail the rest is only hashed.
-    checks: Result<PageChecker>,
+    /// The header failed its checks: hash the rest only.
+    entries_unchecked: bool,
     buf: Vec<u8>,
     /// Drop each chunk from the page cache once it is read (`File::drop_cache`).
     drop_behind: bool,
 }
 
 impl PagesScan {
-    /// Open the file and read its header.
-    pub(crate) fn open(
+    /// Open `dir/name` and read its header (returned, and hashed).
+    fn open(
         disk: &DynDisk,
-        path: &Path,
-        expect: PageExpect,
+        dir: &Path,
+        name: &str,
         drop_behind: bool,
-    ) -> Result<PagesScan> {
-        let file = disk.open(path).map_err(|e| Error::io("open", path, e))?;
-        let len = file.len().map_err(|e| Error::io("len", path, e))?;
+    ) -> Result<(PagesScan, Vec<u8>)> {
+        let path = dir.join(name);
+        let file = disk.open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("len", &path, e))?;
         let mut crc = crc32fast::Hasher::new();
         let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
         file.read_at(0, &mut head)
-            .map_err(|e| Error::io("read", path, e))?;
+            .map_err(|e| Error::io("read", &path, e))?;
         crc.update(&head);
-        let checks = check_header(&head, len, path, expect).map(|_| PageChecker::new(path, expect));
-        Ok(PagesScan {
+        let scan = PagesScan {
             file,
-            path: path.to_path_buf(),
+            name: name.to_string(),
+            path,
             len,
             at: head.len() as u64,
             crc,
-            checks,
+            entries_unchecked: false,
             buf: Vec::new(),
             drop_behind,
-        })
+        };
+        Ok((scan, head))
     }
 
     /// Read and check about `budget` more bytes (at least one chunk of entries);
-    /// true once the whole file is read.
-    pub(crate) fn advance(&mut self, budget: u64) -> Result<bool> {
+    /// true once the whole file is read. A failed check goes into `checker`; the error
+    /// returned is an I/O error.
+    fn advance(&mut self, budget: u64, checker: &mut Result<PageChecker>) -> Result<bool> {
         // Whole chunks only (the last one excepted), so that every chunk starts on an
         // entry: `at` stays `PAGES_HEADER` plus a multiple of `chunk_bytes`.
         let chunk_bytes = (CHUNK_ENTRIES as usize * ENTRY_BYTES) as u64;
@@ -258,12 +474,12 @@ impl PagesScan {
                 .read_at(self.at, chunk)
                 .map_err(|e| Error::io("read", &self.path, e))?;
             self.crc.update(chunk);
-            if let Ok(c) = &mut self.checks {
+            if let (Ok(c), false) = (&mut *checker, self.entries_unchecked) {
                 // A valid header means the length is whole entries, so the last chunk
                 // is whole entries too.
                 for e in chunk.chunks_exact(ENTRY_BYTES) {
                     if let Err(err) = c.entry(u64_at(e, 0), &e[8..]) {
-                        self.checks = Err(err);
+                        *checker = Err(err);
                         break;
                     }
                 }
@@ -279,26 +495,12 @@ impl PagesScan {
         }
         Ok(self.at == self.len)
     }
-
-    /// Bytes read so far.
-    pub(crate) fn read_bytes(&self) -> u64 {
-        self.at
-    }
-
-    /// The outcome, once [`PagesScan::advance`] returned true.
-    pub(crate) fn finish(self) -> PagesChecked {
-        debug_assert_eq!(self.at, self.len);
-        (
-            self.len,
-            self.crc.finalize(),
-            self.checks.and_then(PageChecker::finish),
-        )
-    }
 }
 
 /// The checks of [`check`] on one entry after another.
 #[derive(Debug)]
 struct PageChecker {
+    /// The file being checked.
     path: std::path::PathBuf,
     expect: PageExpect,
     superblock: Option<Superblock>,
@@ -307,14 +509,21 @@ struct PageChecker {
 }
 
 impl PageChecker {
-    fn new(path: &Path, expect: PageExpect) -> Self {
+    fn new(expect: PageExpect) -> Self {
         PageChecker {
-            path: path.to_path_buf(),
+            path: std::path::PathBuf::new(),
             expect,
             superblock: None,
             last: None,
             index: 0,
         }
+    }
+
+    /// The next entries come from the start of the file at `path`. Page numbers keep
+    /// ascending across files.
+    fn start_file(&mut self, path: &Path) {
+        self.path = path.to_path_buf();
+        self.index = 0;
     }
 
     fn entry(&mut self, no: u64, page: &[u8]) -> Result<()> {
@@ -364,16 +573,4 @@ impl PageChecker {
         self.superblock
             .ok_or_else(|| Error::corrupted(&self.path, 0, "no superblock in the pages file"))
     }
-}
-
-/// Check a whole pages file: its header against `expect`, ascending unique entries,
-/// one valid superblock of the right generation in its slot, and every tree page's
-/// checksum, own number and generation. Returns the superblock.
-pub fn check(disk: &DynDisk, path: &Path, expect: PageExpect) -> Result<Superblock> {
-    let mut checker = PageChecker::new(path, expect);
-    read_entries(disk, path, expect, |run| {
-        run.iter()
-            .try_for_each(|&(no, page)| checker.entry(no, page))
-    })?;
-    checker.finish()
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file_synced};
 use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
 use crate::manifest::{BackupKind, Manifest};
-use crate::pages::{self, PAGES_FILE};
+use crate::pages;
 use crate::verify::{backup_dir, check_chain, page_expect, verify_dir};
 use crate::walcopy;
 use ryu_engine::{DATA_FILE, Db, Options, PAGE_SIZE, Ts, WAL_DIR};
@@ -163,12 +163,12 @@ fn write_restore(
     let mut pages_written = 0;
     for (i, m) in chain.iter().enumerate() {
         let is_last = i + 1 == chain.len();
-        let path = dest.join(&m.backup_id).join(PAGES_FILE);
+        let dir = dest.join(&m.backup_id);
         let expect = page_expect(m);
         // A full backup's pages ascend, so the data file is written front to back
         // (holes for free pages); an incremental overlays it again from the front.
         let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES, false);
-        pages::read_entries(disk, &path, expect, |run| {
+        pages::read_entries(disk, &dir, expect, |run| {
             let mut j = 0;
             while j < run.len() {
                 let first = run[j].0;

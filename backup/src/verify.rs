@@ -5,8 +5,9 @@
 //! 1. the manifest parses and its checksum matches;
 //! 2. every listed file exists with the listed size; no unlisted file is present;
 //! 3. every file's crc32 matches;
-//! 4. page checks of `data.pages`: header, one superblock of the pinned generation,
-//!    every tree page's checksum, own page number and generation;
+//! 4. page checks of the pages files (`pages/NNNNNN.pages`): every header, the files
+//!    the manifest lists against those the headers count, one superblock of the
+//!    pinned generation, every tree page's checksum, own page number and generation;
 //! 5. WAL continuity over the claimed range: consecutive segments and LSNs, rising
 //!    timestamps, whole records only, ending exactly at the claimed LSN and timestamp;
 //! 6. for an incremental backup, the chain: every parent present and complete, its
@@ -18,11 +19,11 @@
 use crate::error::{Error, Result};
 use crate::fsutil::{self, safe_relative};
 use crate::manifest::{BackupKind, MANIFEST_FILE, Manifest, SignedManifest, crc_hex};
-use crate::pages::{self, PAGES_FILE, PageExpect, PagesChecked};
+use crate::pages::{self, PAGES_DIR, PageExpect, PagesChecked, pages_file};
 use crate::walcopy;
 use crate::{BackupId, SCRATCH_PREFIX, TMP_PREFIX};
 use ryu_io::DynDisk;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,7 @@ pub enum Problem {
     },
     /// A manifest path escapes the backup directory.
     UnsafePath { path: String },
-    /// A page of `data.pages` fails its checks.
+    /// A pages file or one of its pages fails its checks.
     Page { detail: String },
     /// The WAL does not cover the claimed range continuously.
     Wal { detail: String },
@@ -258,8 +259,14 @@ pub(crate) fn verify_dir_with(
     let present: BTreeSet<String> = present.into_iter().collect();
     let mut listed = BTreeSet::new();
     let mut intact = BTreeSet::new();
-    // The pages file is read once: its checksum and its page checks together.
-    let mut page_checks = None;
+    // The pages files are read once: their checksums and page checks together.
+    let expect = page_expect(&m);
+    let checked = match pages_checked.take() {
+        Some((e, checked)) if e == expect => checked,
+        _ => pages::check_all(disk, dir, expect),
+    };
+    let pages_read: Vec<String> = checked.files.iter().map(|f| f.0.clone()).collect();
+    let mut pages_crcs: BTreeMap<String, Result<(u64, u32)>> = checked.files.into_iter().collect();
     for f in &m.files {
         let Ok(rel) = safe_relative(&f.path) else {
             problems.push(Problem::UnsafePath {
@@ -274,18 +281,9 @@ pub(crate) fn verify_dir_with(
             });
             continue;
         }
-        let crc = if f.path == PAGES_FILE {
-            let expect = page_expect(&m);
-            match pages_checked.take() {
-                Some((e, checked)) if e == expect => Ok(checked),
-                _ => pages::check_with_crc(disk, &dir.join(rel), expect),
-            }
-            .map(|(len, crc, c)| {
-                page_checks = Some(c);
-                (len, crc_hex(crc))
-            })
-        } else {
-            file_crc(disk, &dir.join(rel))
+        let crc = match pages_crcs.remove(&f.path) {
+            Some(read) => read.map(|(len, crc)| (len, crc_hex(crc))),
+            None => file_crc(disk, &dir.join(rel)),
         };
         match crc {
             Ok((size, _)) if size != f.size_bytes => problems.push(Problem::WrongSize {
@@ -312,7 +310,7 @@ pub(crate) fn verify_dir_with(
             problems.push(Problem::ExtraFile { path: p.clone() });
         }
     }
-    check_pages(page_checks, &m, &intact, &mut problems);
+    check_pages(checked.checks, &pages_read, &m, &intact, &mut problems);
     check_wal(disk, dir, &m, &intact, &mut problems);
     if let Err(detail) = check_chain(disk, dest, &m) {
         problems.push(Problem::Chain { detail });
@@ -332,24 +330,39 @@ pub(crate) fn page_expect(m: &Manifest) -> PageExpect {
     }
 }
 
-/// Report the outcome of the page checks made while the pages file's checksum was
-/// computed (see [`pages::check_with_crc`]), if the file is intact.
+/// Report the outcome of the page checks made while the pages files' checksums were
+/// computed (see [`pages::check_all`]), if every pages file the manifest lists is
+/// intact; `read` names the files the headers counted.
 fn check_pages(
-    page_checks: Option<Result<ryu_engine::page::Superblock>>,
+    checks: Result<ryu_engine::page::Superblock>,
+    read: &[String],
     m: &Manifest,
     intact: &BTreeSet<String>,
     problems: &mut Vec<Problem>,
 ) {
-    if !m.files.iter().any(|f| f.path == PAGES_FILE) {
-        problems.push(Problem::MissingFile {
-            path: PAGES_FILE.to_string(),
-        });
+    let listed: Vec<&str> = m
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with(&format!("{PAGES_DIR}/")))
+        .collect();
+    let first = pages_file(0);
+    if !listed.contains(&first.as_str()) {
+        problems.push(Problem::MissingFile { path: first });
         return;
     }
-    if !intact.contains(PAGES_FILE) {
+    if listed.iter().any(|p| !intact.contains(*p)) {
         return; // already reported; page checks would only repeat it
     }
-    let checks = page_checks.expect("an intact pages file was checked");
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    if sorted != read {
+        problems.push(Problem::Page {
+            detail: format!(
+                "the manifest lists pages files {sorted:?}; their headers count {read:?}"
+            ),
+        });
+    }
     match checks {
         Ok(sb) => {
             if sb.checkpoint_ts != m.checkpoint_ts

@@ -95,10 +95,15 @@ pub fn commit_some(db: &Db, model: &mut Model, round: u32, n: u32) -> Ts {
     ts
 }
 
+/// Pages files of 12 KiB (two pages each), so that the small databases of these tests
+/// make backups of several pages files.
+pub const PAGES_FILE_BYTES: u64 = 12 << 10;
+
 pub fn options(id: &str, parent: Option<&str>) -> BackupOptions {
     BackupOptions {
         id: BackupId::new(id).unwrap(),
         parent: parent.map(|p| BackupId::new(p).unwrap()),
+        pages_file_bytes: Some(PAGES_FILE_BYTES),
         ..Default::default()
     }
 }

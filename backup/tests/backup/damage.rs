@@ -200,6 +200,73 @@ fn missing_and_extra_files_are_named() {
     assert_restore_refused(&d, "inc");
 }
 
+/// The pages files as a set: one missing, two swapped, one left out of the manifest
+/// (and removed), an old format version. Each is named; restore refuses.
+#[test]
+fn missing_swapped_unlisted_or_old_pages_files_are_named() {
+    let pages = |d: &DynDisk| -> Vec<String> {
+        manifest(d, "full")
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("pages/"))
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    let d = setup(18);
+    let names = pages(&d);
+    assert!(names.len() >= 3, "{names:?}");
+    let page_problem = |r: &VerifyReport, what: &str| {
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| matches!(p, Problem::Page { detail } if detail.contains(what))),
+            "{what}: {:?}",
+            r.problems
+        );
+    };
+
+    d.remove(&dir("full").join(&names[1])).unwrap();
+    let r = check(&d, "full");
+    assert!(
+        r.problems.contains(&Problem::MissingFile {
+            path: names[1].clone()
+        }),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "full");
+
+    let d = setup(18);
+    let (a, b) = (dir("full").join(&names[1]), dir("full").join(&names[2]));
+    let (ba, bb) = (read(&d, &a), read(&d, &b));
+    for (path, bytes) in [(&a, &bb), (&b, &ba)] {
+        d.remove(path).unwrap();
+        d.create(path).unwrap().write_at(0, bytes).unwrap();
+    }
+    resign(&d, "full", |_| {});
+    page_problem(&check(&d, "full"), "expected file 1");
+    assert_restore_refused(&d, "full");
+
+    let d = setup(18);
+    let last = names.last().unwrap().clone();
+    d.remove(&dir("full").join(&last)).unwrap();
+    resign(&d, "full", |m| m.files.retain(|f| f.path != last));
+    page_problem(&check(&d, "full"), "their headers count");
+    assert_restore_refused(&d, "full");
+
+    // Version 1 (one `data.pages`, no index or count), with a valid header checksum.
+    let d = setup(18);
+    let first = dir("full").join(&names[0]);
+    let mut b = read(&d, &first);
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32fast::hash(&b[..48]);
+    b[48..52].copy_from_slice(&crc.to_le_bytes());
+    d.open(&first).unwrap().write_at(0, &b[..64]).unwrap();
+    resign(&d, "full", |_| {});
+    page_problem(&check(&d, "full"), "version");
+    assert_restore_refused(&d, "full");
+}
+
 #[test]
 fn page_damage_behind_a_valid_file_checksum_is_named() {
     // A tree page's body, its own page number, and the superblock: each is caught by
@@ -211,7 +278,7 @@ fn page_damage_behind_a_valid_file_checksum_is_named() {
         64 + 8 + 30,
     ] {
         let d = setup(13);
-        flip(&d, &dir("full").join("data.pages"), at);
+        flip(&d, &dir("full").join("pages/000000.pages"), at);
         resign(&d, "full", |_| {});
         let r = check(&d, "full");
         assert!(
@@ -320,14 +387,7 @@ fn a_broken_or_foreign_chain_is_named_and_restore_refuses() {
     // Parent deleted.
     let d = setup(16);
     ryu_backup::prune(&d, Path::new(DEST), &Default::default()).unwrap();
-    for name in ["manifest.json", "data.pages"] {
-        d.remove(&dir("full").join(name)).unwrap();
-    }
-    for f in d.list(&dir("full").join("wal")).unwrap() {
-        d.remove(&dir("full").join("wal").join(f)).unwrap();
-    }
-    d.remove(&dir("full").join("wal")).unwrap();
-    d.remove(&dir("full")).unwrap();
+    remove_tree(&d, &dir("full"));
     let r = check(&d, "inc");
     assert!(
         matches!(r.problems[..], [Problem::Chain { .. }]),
@@ -394,7 +454,7 @@ fn deep_verify_catches_damage_only_the_engine_sees() {
     let d = setup(17);
     let ok = verify(&d, Path::new(DEST), "inc", &VerifyOptions { deep: true }).unwrap();
     assert!(ok.is_ok(), "{:?}", ok.problems);
-    let pages = dir("full").join("data.pages");
+    let pages = dir("full").join("pages/000000.pages");
     let f = d.open(&pages).unwrap();
     let mut sb_page = vec![0u8; 4096];
     f.read_at(64 + 8, &mut sb_page).unwrap();

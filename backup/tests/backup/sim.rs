@@ -347,6 +347,12 @@ impl World {
             id: BackupId::new(&id).unwrap(),
             parent: parent.map(|p| BackupId::new(&p).unwrap()),
             max_bytes_per_step: self.rng.chance(Ratio::new(1, 4)).then_some(8192),
+            // Half the backups split their pages over files of 1 to 8 entries, so that
+            // faults and crashes land between files and in their read-backs.
+            pages_file_bytes: self
+                .rng
+                .chance(Ratio::new(1, 2))
+                .then(|| 4104 * (1 + self.rng.below(8))),
             #[cfg(feature = "planted-bugs")]
             planted_bug: self.bug,
             ..Default::default()
