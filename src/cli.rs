@@ -351,6 +351,7 @@ pub fn backup_list(store: &Path) -> CliResult {
                 BackupStatus::Complete => ("complete", String::new()),
                 BackupStatus::Incomplete => ("incomplete", "prune removes it".to_string()),
                 BackupStatus::Corrupt { detail } => ("corrupt", detail.clone()),
+                BackupStatus::Unsupported { detail } => ("unsupported", detail.clone()),
             };
             let index = e
                 .manifest
@@ -498,6 +499,9 @@ pub fn backup_prune(store: &Path, keep_last: usize) -> CliResult {
         .map_err(fail("prune"))?;
         for id in &report.deleted {
             println!("deleted node-{n}/{id}");
+        }
+        for name in &report.unsupported {
+            println!("left node-{n}/{name}: made by a build with another format version");
         }
     }
     // Only complete cluster backups count towards the ones kept (a failed newest

@@ -1,22 +1,25 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i]],..] [--step-mib N]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
 //! ```
 //!
 //! For each of two database sizes it fills a database (3 KiB values, checkpointed),
 //! then measures, `--reps` times (default 3) with the settings interleaved, and prints
 //! medians: `cp -r` of the database directory, alone and followed by `sync -f`; a
-//! backup of it for each `--pacing` setting `S/W[/N[i]]` (`BackupOptions::sync_every_bytes`
-//! and `BackupOptions::write_behind_bytes` in MiB, 0 for none, `auto` for the
-//! default; `N` the nice value of the thread that runs backups beside the load,
-//! default 10 as the server's backup thread, `i` to put its I/O in the idle class;
+//! backup of it for each `--pacing` setting `S/W[/N[i][k]]` (`BackupOptions::sync_every_bytes`
+//! and `BackupOptions::write_behind_bytes` in MiB, or KiB with a `k` suffix as in
+//! `64k`, 0 for none, `auto` for the default; `N` the nice value of the thread that
+//! runs backups beside the load, default 10 as the server's backup thread, `i` to put
+//! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`;
 //! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
 //! as the server); foreground commits/s and p99 commit latency (4 writer threads, one
-//! small write per commit) alone for `--load-secs`, and for each setting while backups
-//! limited to `--rate-mb` run back to back on another thread (for at least
-//! `--load-secs` and until the last backup is complete, its syncs included); and a
-//! restore (MB/s). A size of 0 is skipped. Both `cp` and
+//! small write per commit) for each setting while backups limited to `--rate-mb` run
+//! back to back on another thread (for at least `--load-secs` and until the last
+//! backup is complete, its syncs included), each such window followed by the load
+//! alone for as long (the machine's speed drifts over minutes, so each window is
+//! compared with its neighbour: the table shows the median of the pairs' changes);
+//! and a restore (MB/s). A size of 0 is skipped. Both `cp` and
 //! the backup read from a warm page cache (the database was just written), so the
 //! comparison is like for like. Before every timed phase the copies of earlier
 //! phases are removed and the file system synced, so no phase pays for another's
@@ -33,6 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: backup_bench [--dir PATH] [--size-mib N] [--small-size-mib N] \
+[--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
+  (see the comment at the top of backup/examples/backup_bench.rs)";
 
 const VALUE_BYTES: usize = 3000;
 const BATCH: usize = 2000;
@@ -71,6 +78,10 @@ fn args() -> Args {
         step_mib: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
+    if v.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
     for pair in v.chunks(2) {
         let val = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
@@ -104,7 +115,10 @@ fn args() -> Args {
                     })
                     .collect()
             }
-            other => panic!("unknown argument {other}"),
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
     }
     a
@@ -336,8 +350,12 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let mut n = 0;
     settle(&root.join("none"));
     for rep in 0..a.reps {
-        cp.push(mb_per_s(db_bytes, time_cp(root, &name, false)));
-        cp_sync.push(mb_per_s(db_bytes, time_cp(root, &name, true)));
+        // Alternate which `cp` goes first: the first write after the earlier phases'
+        // copies were removed can pay for fresh memory (see the README).
+        for sync in [rep % 2 == 1, rep % 2 == 0] {
+            let rate = mb_per_s(db_bytes, time_cp(root, &name, sync));
+            if sync { &mut cp_sync } else { &mut cp }.push(rate);
+        }
         // Rotate the order of the settings from one repetition to the next.
         let order: Vec<usize> = (0..settings.len())
             .map(|i| (i + rep) % settings.len())

@@ -46,7 +46,8 @@ pub enum Error {
     NotCovered { ts: Ts, from_ts: Ts, to_ts: Ts },
     /// An incremental chain is broken (missing or foreign parent, or a loop).
     BrokenChain { id: String, detail: String },
-    /// Written by a newer tool or engine.
+    /// Written by another version of the tool or engine (newer, or an older format
+    /// this build no longer reads).
     UnsupportedVersion {
         what: String,
         found: u64,
@@ -135,7 +136,7 @@ impl fmt::Display for Error {
                 supported,
             } => write!(
                 f,
-                "{what} has version {found}; this build supports up to {supported}"
+                "{what} has format version {found}; this build reads version {supported} only"
             ),
             Error::VerifyFailed { id, problems } => {
                 write!(

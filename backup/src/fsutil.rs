@@ -117,7 +117,8 @@ impl WriteBehind {
                 // folios (2 MiB and more), and one a window only partly covers is
                 // kept; the next call covers it whole (ranges already dropped cost a
                 // walk over an empty index).
-                file.drop_cache(0, self.waited + window).map_err(fail)?;
+                // A hint: if the kernel refuses it nothing is lost but memory.
+                let _ = file.drop_cache(0, self.waited + window);
             }
             self.waited += window;
         }
@@ -185,7 +186,8 @@ impl Appender {
 }
 
 /// Create `path` (which must not exist), write `bytes` through an [`Appender`] paced by
-/// `pacing`, and make sure the whole file is synced. The caller syncs the directory.
+/// `pacing`, and make sure the whole file is synced (then, with `drop_behind`, dropped
+/// from the page cache). The caller syncs the directory.
 /// For a file smaller than both intervals this is one write and one sync, as
 /// [`write_file_synced`].
 pub(crate) fn write_file_paced(
@@ -201,6 +203,12 @@ pub(crate) fn write_file_paced(
     out.append(bytes)?;
     if out.unsynced_bytes() > 0 || bytes.is_empty() {
         out.sync()?;
+    }
+    if pacing.drop_behind {
+        // The windows write-behind has not dropped yet (the last one or two, or all of
+        // a file smaller than two): all written back now. A hint, so a refusal is
+        // ignored.
+        let _ = out.into_file().drop_cache(0, bytes.len() as u64);
     }
     Ok(())
 }

@@ -25,6 +25,10 @@ pub enum BackupStatus {
     Incomplete,
     /// Under a backup's name but its manifest is missing or damaged.
     Corrupt { detail: String },
+    /// Finalized by a build with another format version (its manifest's
+    /// `manifest_version` is not [`crate::MANIFEST_VERSION`]): this build neither reads
+    /// nor prunes it.
+    Unsupported { detail: String },
 }
 
 /// One entry of a destination.
@@ -86,6 +90,14 @@ pub fn list(disk: &DynDisk, dest: &Path) -> Result<Vec<BackupEntry>> {
                 },
                 manifest: None,
             }),
+            Err(e @ Error::UnsupportedVersion { .. }) => other.push(BackupEntry {
+                id: name.clone(),
+                name,
+                status: BackupStatus::Unsupported {
+                    detail: e.to_string(),
+                },
+                manifest: None,
+            }),
             // Unreadable counts as corrupt: one bad manifest must not hide the others.
             Err(e) => {
                 other.push(BackupEntry {
@@ -131,6 +143,8 @@ pub struct PruneReport {
     pub kept: Vec<String>,
     /// Corrupt entries left for an operator to inspect.
     pub corrupt: Vec<String>,
+    /// Backups of another format version, left alone.
+    pub unsupported: Vec<String>,
 }
 
 /// The complete backups `retention` keeps, closed under "parent of a kept one".
@@ -187,6 +201,7 @@ fn prune_locked(disk: &DynDisk, dest: &Path, retention: &Retention) -> Result<Pr
                 report.removed_incomplete.push(e.name.clone());
             }
             BackupStatus::Corrupt { .. } => report.corrupt.push(e.name.clone()),
+            BackupStatus::Unsupported { .. } => report.unsupported.push(e.name.clone()),
             BackupStatus::Complete if keep.contains(&e.id) => report.kept.push(e.id.clone()),
             BackupStatus::Complete => {
                 let doomed = dest.join(format!("{DELETE_PREFIX}{}", e.id));

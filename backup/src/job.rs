@@ -14,8 +14,9 @@
 //!    the job never leaves a large dirty backlog for the kernel to write back in a
 //!    burst, ahead of the database's own syncs). A full pages file gets its header and
 //!    its sync, and is then read back and checked (from the page cache, and dropped
-//!    from it) by the following steps, as much again as each copies, while the next
-//!    file fills: nothing writes to a file after its read-back began.
+//!    from it) by the following steps, as much again as each copies (at least one
+//!    read of up to a chunk), while the next file fills: nothing writes to a file after
+//!    its read-back began.
 //! 3. WAL: each step reads up to its budget of the current segment; once the records up
 //!    to the snapshot timestamp are in memory, the copy is cut after the last of them,
 //!    written (paced the same way) and synced. The pin is released when the
@@ -89,12 +90,15 @@ pub struct BackupOptions {
     /// still comes only from the syncs before the backup is published.
     pub write_behind_bytes: Option<u64>,
     /// Keep what the job writes in the page cache (`true`), or drop each window once it
-    /// is written back and the pages file's read-back once it is checked (`false`, the
-    /// default; `File::drop_cache`, `posix_fadvise(DONTNEED)` on Linux).
+    /// is written back, each WAL copy once synced and each pages file's read-back once
+    /// it is checked (`false`, the default; `File::drop_cache`, `posix_fadvise(DONTNEED)`
+    /// on Linux).
     pub keep_in_page_cache: bool,
     /// Split the pages over files of at most this many bytes of entries (see
     /// [`crate::pages`]); `None` picks [`DEFAULT_PAGES_FILE_BYTES`]. Each file is synced,
-    /// read back and dropped from the page cache as soon as it is complete.
+    /// read back and (unless [`BackupOptions::keep_in_page_cache`]) dropped from the
+    /// page cache as soon as it is complete. Below one entry (4,104 bytes) a file holds
+    /// one entry.
     pub pages_file_bytes: Option<u64>,
     /// Switch on one planted bug (tests of the simulator only).
     #[cfg(feature = "planted-bugs")]
@@ -447,7 +451,7 @@ impl BackupJob {
             entries_per_file(options.pages_file_bytes.unwrap_or(DEFAULT_PAGES_FILE_BYTES));
         let pages_files = u32::try_from(file_count(page_queue.len() as u64, pages_per_file))
             .map_err(|_| Error::Invalid {
-                detail: "more than 2^32 pages files: raise pages_file_bytes".into(),
+                detail: "more than 2^32 - 1 pages files: raise pages_file_bytes".into(),
             })?;
         let mut job = BackupJob {
             src_disk,
@@ -938,7 +942,7 @@ impl BackupJob {
         let tmp = &self.tmp;
         let verifier = self
             .pages_verifier
-            .get_or_insert_with(|| PagesVerifier::new(&tmp.join(""), expect, drop_behind));
+            .get_or_insert_with(|| PagesVerifier::new(tmp, expect, drop_behind));
         let before = verifier.read_bytes();
         let done = verifier.advance(&self.dst, budget, ready);
         self.read_bytes += verifier.read_bytes() - before;

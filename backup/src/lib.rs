@@ -18,8 +18,11 @@
 //!   verified, renamed to `dest/<id>`, and `dest` synced. Each pages file is synced and
 //!   read back as soon as it is complete, while the next is copied. Unless
 //!   [`BackupOptions::keep_in_page_cache`], each window is dropped from the page cache
-//!   once written back, and each pages file once read back: a backup leaves the
-//!   database's cache as it found it and holds at most one pages file in memory. A crash leaves a complete
+//!   once written back, each WAL copy once synced, and each pages file once read
+//!   back: the page cache holds about two pages files of a backup (the one filling,
+//!   the one being read back) instead of all of it, and the database's own pages are
+//!   not pushed out by the copy (the final verify reads the WAL copies once more and
+//!   leaves them cached). A crash leaves a complete
 //!   backup or a `.tmp-` leftover that [`list`] reports incomplete and [`prune`]
 //!   removes. `dest/LOCK` keeps two jobs (or a job and a prune) apart; a lock left by a
 //!   crash is reported as [`Error::Locked`] and removed by [`break_lock`].

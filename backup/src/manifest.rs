@@ -7,7 +7,10 @@
 //! file before the line holding that member (in the manner of pg_verifybackup's
 //! `Manifest-Checksum`). The file therefore ends with exactly
 //! `  "manifest_crc32": "xxxxxxxx"\n}\n`. A reader checks the checksum before it
-//! trusts any field, then refuses a `manifest_version` above [`MANIFEST_VERSION`].
+//! trusts any field, then refuses a `manifest_version` other than [`MANIFEST_VERSION`]
+//! with [`Error::UnsupportedVersion`]. Version 1 described pages format 1 (one
+//! `data.pages` file); version 2 lists the pages files `pages/NNNNNN.pages` (see
+//! [`crate::pages`]). A version-1 backup is read by the build that made it.
 //!
 //! Members (see [`Manifest`] for their meaning): `format` (always
 //! `"ryu-backup-manifest"`), `manifest_version`, `backup_id`, `kind` (`"full"` or
@@ -24,8 +27,9 @@ use std::path::Path;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// The manifest format version this build writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest format version this build writes and reads (2: the pages are in
+/// pages files, format 2; version 1 named one `data.pages` and is refused).
+pub const MANIFEST_VERSION: u32 = 2;
 /// The `format` member's value.
 pub const MANIFEST_FORMAT: &str = "ryu-backup-manifest";
 /// The tool version recorded in every manifest.
@@ -161,7 +165,7 @@ impl Manifest {
             .get("manifest_version")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| bad(0, "manifest has no manifest_version"))?;
-        if version > u64::from(MANIFEST_VERSION) {
+        if version != u64::from(MANIFEST_VERSION) {
             return Err(Error::UnsupportedVersion {
                 what: format!("manifest {}", file.display()),
                 found: version,

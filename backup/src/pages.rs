@@ -3,9 +3,10 @@
 //! order, split over files of at most [`BackupOptions::pages_file_bytes`] of entries.
 //!
 //! Why several files: a job reads each file back (from the page cache) and drops it
-//! from the cache as soon as it is complete and synced, so no backup holds more than
-//! one file's worth of memory, and no write of the job lands in a file after that file
-//! was read back (a damaged write caught later would otherwise go unseen).
+//! from the cache as soon as it is complete and synced, so a backup keeps about two
+//! files in the page cache (the one filling and the one being read back) instead of all
+//! of them, and no write of the job lands in a file after that file was read back (a
+//! damaged write caught later would otherwise go unseen).
 //!
 //! # Layout of one file (format version 2)
 //!
@@ -27,9 +28,14 @@
 //! across the files in index order. Exactly one entry of all files is a superblock
 //! (page 0 or 1: the pinned generation's slot, so always in file 0); the others are
 //! tree pages, each carrying its own crc32, number and generation (see
-//! `ryu_engine::page`). A file's header is written after its entries, so a torn copy
-//! has no valid header. Version 1 (one `data.pages` file, without index and count) is
-//! refused with [`Error::UnsupportedVersion`].
+//! `ryu_engine::page`). A file's header is written after its entries, then the file is
+//! synced: a copy cut off before its header has no valid header. One cut off between
+//! the two may have a header over entries that never reached the disk; the header's
+//! entry count then disagrees with the length, or the manifest's checksum with the
+//! bytes, and in any case nothing is published before every file is synced. Format 1
+//! (one `data.pages` file, without index and count) went with manifest version 1,
+//! which this build refuses ([`Error::UnsupportedVersion`]); a header of another
+//! version is refused the same way.
 //!
 //! [`BackupOptions::pages_file_bytes`]: crate::BackupOptions::pages_file_bytes
 
@@ -375,7 +381,10 @@ impl PagesVerifier {
                 self.scan = Some(scan);
             }
             Err(e) => {
-                self.count.get_or_insert(1);
+                // No file after one that cannot be opened is tried: a header's count
+                // is trusted no further than the files that exist (a damaged or
+                // crafted count of 2^32 - 1 must not make a verify try them all).
+                self.count = Some(self.next);
                 self.fail(name, e);
             }
         }
@@ -487,9 +496,8 @@ impl PagesScan {
             if self.drop_behind {
                 // From the file's start: a large folio that straddles a chunk's edge
                 // is kept by a call that covers it only in part (see `WriteBehind`).
-                self.file
-                    .drop_cache(0, self.at + n as u64)
-                    .map_err(|e| Error::io("drop cache", &self.path, e))?;
+                // A hint: if the kernel refuses it nothing is lost but memory.
+                let _ = self.file.drop_cache(0, self.at + n as u64);
             }
             self.at += n as u64;
         }
@@ -497,7 +505,7 @@ impl PagesScan {
     }
 }
 
-/// The checks of [`check`] on one entry after another.
+/// The page checks of [`check_all`] on one entry after another.
 #[derive(Debug)]
 struct PageChecker {
     /// The file being checked.

@@ -220,9 +220,9 @@ pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<Veri
     verify_dir_with(disk, dest, dir, None)
 }
 
-/// [`verify_dir`], with the pages file already read and checked against `expect` by
-/// the caller (a backup job verifies it in steps under its rate limit): used in place
-/// of reading it again if the manifest on disk expects the same.
+/// [`verify_dir`], with the pages files already read and checked against `expect` by
+/// the caller (a backup job verifies them in steps under its rate limit): used in
+/// place of reading them again if the manifest on disk expects the same.
 pub(crate) fn verify_dir_with(
     disk: &DynDisk,
     dest: &Path,
@@ -355,7 +355,7 @@ fn check_pages(
         return; // already reported; page checks would only repeat it
     }
     let mut sorted = listed.clone();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by_key(|p| pages_order(p));
     if sorted != read {
         problems.push(Problem::Page {
             detail: format!(
@@ -377,6 +377,12 @@ fn check_pages(
             detail: e.to_string(),
         }),
     }
+}
+
+/// Sort key putting pages file names in index order: the index is zero-padded to six
+/// digits and grows a seventh from 1,000,000, so the shorter name is the smaller index.
+fn pages_order(path: &str) -> (usize, &str) {
+    (path.len(), path)
 }
 
 fn check_wal(
@@ -512,4 +518,19 @@ pub(crate) fn backup_dir(disk: &DynDisk, dest: &Path, id: &str) -> Result<PathBu
         return Err(Error::Incomplete { id: id.to_string() });
     }
     Err(Error::NotFound { id: id.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails with a plain string sort: `1000000.pages` sorts before `100001.pages`.
+    #[test]
+    fn pages_files_beyond_999999_sort_in_index_order() {
+        let indexes = [0u32, 9, 10, 999_999, 1_000_000, 1_000_001, 12_345_678];
+        let mut names: Vec<String> = indexes.iter().rev().map(|&i| pages_file(i)).collect();
+        names.sort_by(|a, b| pages_order(a).cmp(&pages_order(b)));
+        let want: Vec<String> = indexes.iter().map(|&i| pages_file(i)).collect();
+        assert_eq!(names, want);
+    }
 }

@@ -38,7 +38,8 @@ pub trait File: Send + Sync + Debug {
     }
     /// A hint, never a change to the file: the bytes of `[offset, offset + len)` need
     /// not stay in memory. A writer that streams a large file nobody will read soon (a
-    /// backup) calls this for each range once it is written back and read back, so the
+    /// backup) calls this for each range once it is written back (and, if it reads the
+    /// range back, once read), so the
     /// copy neither evicts the database's own cached pages nor makes the kernel find
     /// fresh memory for every MiB it writes. Ranges still dirty may be kept. The default
     /// does nothing, which is a correct implementation: the simulator's disks keep it.

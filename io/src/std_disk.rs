@@ -107,7 +107,10 @@ fn write_behind(file: &std::fs::File, offset: u64, len: u64, wait: bool) -> std:
     } else {
         libc::SYNC_FILE_RANGE_WRITE
     };
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+    if len == 0 {
+        return Ok(()); // to the kernel a length of 0 means "to the end of the file"
+    }
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     };
     // SAFETY: the call reads no memory of ours; `file` keeps the descriptor open for
@@ -134,7 +137,10 @@ fn write_behind(_: &std::fs::File, _: u64, _: u64, _: bool) -> std::io::Result<(
 #[cfg(target_os = "linux")]
 fn drop_cache(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+    if len == 0 {
+        return Ok(()); // to the kernel a length of 0 means "to the end of the file"
+    }
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     };
     // SAFETY: the call reads no memory of ours; `file` keeps the descriptor open for
@@ -328,7 +334,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn drop_cache_evicts_written_back_pages_and_changes_nothing() {
-        let (dir, d) = disk();
+        // Not in the system's temporary directory: where that is a tmpfs its pages
+        // are the file's only copy and cannot be dropped.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let d = StdDisk::new(dir.path());
         let f = d.create(Path::new("f")).unwrap();
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
         f.write_at(0, &data).unwrap();
@@ -352,6 +361,10 @@ mod tests {
         f.read_at(0, &mut back).unwrap();
         assert!(back == data);
         assert!(f.drop_cache(u64::MAX - 5, 1).is_err());
+        // A length of 0 drops nothing (to the kernel it would mean "to the end").
+        f.read_at(0, &mut back).unwrap();
+        f.drop_cache(4096, 0).unwrap();
+        assert_eq!(resident_pages(&raw, pages), pages);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use crate::common::*;
 use ryu_backup::manifest::{MANIFEST_FILE, Manifest, crc_hex};
-use ryu_backup::{Error, Problem, RestoreOptions, VerifyOptions, VerifyReport, restore, verify};
+use ryu_backup::{
+    BackupJob, Error, Problem, RestoreOptions, VerifyOptions, VerifyReport, restore, verify,
+};
 use ryu_io::DynDisk;
 use std::path::{Path, PathBuf};
 
@@ -200,8 +202,20 @@ fn missing_and_extra_files_are_named() {
     assert_restore_refused(&d, "inc");
 }
 
+/// Set the u32 at `offset` of the header of pages file `name` of backup `full`, with a
+/// fresh header checksum, and re-sign the manifest: only the header checks can tell.
+fn edit_header(d: &DynDisk, name: &str, offset: usize, value: u32) {
+    let path = dir("full").join(name);
+    let mut b = read(d, &path);
+    b[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32fast::hash(&b[..48]);
+    b[48..52].copy_from_slice(&crc.to_le_bytes());
+    d.open(&path).unwrap().write_at(0, &b[..64]).unwrap();
+    resign(d, "full", |_| {});
+}
+
 /// The pages files as a set: one missing, two swapped, one left out of the manifest
-/// (and removed), an old format version. Each is named; restore refuses.
+/// (and removed), a header of another format version. Each is named; restore refuses.
 #[test]
 fn missing_swapped_unlisted_or_old_pages_files_are_named() {
     let pages = |d: &DynDisk| -> Vec<String> {
@@ -254,17 +268,103 @@ fn missing_swapped_unlisted_or_old_pages_files_are_named() {
     page_problem(&check(&d, "full"), "their headers count");
     assert_restore_refused(&d, "full");
 
-    // Version 1 (one `data.pages`, no index or count), with a valid header checksum.
+    // A header claiming 2^32 - 1 files (with a valid checksum): verify stops at the
+    // first file that is not there instead of trying them all.
     let d = setup(18);
-    let first = dir("full").join(&names[0]);
-    let mut b = read(&d, &first);
-    b[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let crc = crc32fast::hash(&b[..48]);
-    b[48..52].copy_from_slice(&crc.to_le_bytes());
-    d.open(&first).unwrap().write_at(0, &b[..64]).unwrap();
-    resign(&d, "full", |_| {});
+    edit_header(&d, &names[0], 44, u32::MAX);
+    page_problem(&check(&d, "full"), "of 4294967295");
+    assert_restore_refused(&d, "full");
+
+    // A header of another version (the version-2 layout with a valid checksum: a
+    // real version-1 backup is refused by its manifest's version, see below).
+    let d = setup(18);
+    edit_header(&d, &names[0], 8, 1);
     page_problem(&check(&d, "full"), "version");
     assert_restore_refused(&d, "full");
+}
+
+/// A backup made by the build before pages files (manifest version 1, its pages in one
+/// `data.pages`) is named as such by verify, list and restore, refused as the parent of
+/// an incremental, and never pruned.
+#[test]
+fn a_backup_of_manifest_version_1_is_named_refused_and_left_alone() {
+    let d = setup(19);
+    // The old layout: one `data.pages` in place of the pages files.
+    let names: Vec<String> = manifest(&d, "full")
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("pages/"))
+        .map(|f| f.path.clone())
+        .collect();
+    let mut joined = Vec::new();
+    for n in &names {
+        joined.extend(read(&d, &dir("full").join(n)));
+        d.remove(&dir("full").join(n)).unwrap();
+    }
+    ryu_backup::remove_tree(&d, &dir("full").join("pages")).unwrap();
+    d.create(&dir("full").join("data.pages"))
+        .unwrap()
+        .write_at(0, &joined)
+        .unwrap();
+    resign(&d, "full", |m| {
+        m.manifest_version = 1;
+        m.files.retain(|f| !f.path.starts_with("pages/"));
+        m.files.push(ryu_backup::manifest::FileEntry {
+            path: "data.pages".into(),
+            size_bytes: joined.len() as u64,
+            crc32: crc_hex(crc32fast::hash(&joined)),
+        });
+    });
+    let old = "has format version 1; this build reads version 2 only";
+    let r = check(&d, "full");
+    assert!(
+        matches!(&r.problems[..], [Problem::Manifest { detail }] if detail.contains(old)),
+        "{:?}",
+        r.problems
+    );
+    assert_restore_refused(&d, "full");
+    assert!(!check(&d, "inc").is_ok());
+    assert_restore_refused(&d, "inc");
+
+    let listed = ryu_backup::list(&d, Path::new(DEST)).unwrap();
+    let full = listed.iter().find(|e| e.id == "full").unwrap();
+    assert!(
+        matches!(&full.status, ryu_backup::BackupStatus::Unsupported { detail } if detail.contains(old)),
+        "{full:?}"
+    );
+
+    let db = open(&d, DB);
+    let e = BackupJob::start(
+        &db,
+        d.clone(),
+        Path::new(DEST),
+        clock(),
+        options("inc2", Some("full")),
+    )
+    .expect_err("an incremental on a version-1 parent starts");
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let report = ryu_backup::prune(
+        &d,
+        Path::new(DEST),
+        &ryu_backup::Retention {
+            keep_last: Some(0),
+            keep_newer_than_unix_ns: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.unsupported, vec!["full".to_string()]);
+    assert!(d.exists(&dir("full").join("data.pages")).unwrap());
 }
 
 #[test]

@@ -501,7 +501,7 @@ fn no_file_ever_holds_more_than_sync_every_bytes_unsynced() {
     assert!(pages.image.len() > 1_000_000, "{}", pages.image.len());
     assert!(
         pages.max_unsynced_bytes <= EVERY,
-        "data.pages had {} bytes unsynced",
+        "a pages file had {} bytes unsynced",
         pages.max_unsynced_bytes
     );
     let entries = pages.image.len() as u64 - 64;

@@ -536,8 +536,8 @@ impl World {
                         }
                     }
                 }
-                BackupStatus::Corrupt { detail } => {
-                    panic!("{} is listed corrupt: {detail}", e.name)
+                BackupStatus::Corrupt { detail } | BackupStatus::Unsupported { detail } => {
+                    panic!("{} is listed corrupt or unsupported: {detail}", e.name)
                 }
             }
         }
