@@ -277,6 +277,12 @@ impl Node {
         disk.create_dir_all(dir)?;
         let cluster_id = open_cluster_id(&disk, dir, options.cluster_id)?;
         let engine_dir = snapshots::engine_dir(&disk, dir)?;
+        // What was just read may be visible but not durable: a snapshot install that
+        // renamed `ENGINE` and then failed to sync the directory leaves the new
+        // pointer (and the new engine directory's entry) in place until the next power
+        // loss. The log below may record that engine's snapshot durably, so make the
+        // pointer durable first; if that fails, nothing has changed on disk.
+        disk.sync_dir(dir)?;
         let db = Db::open(disk.clone(), &dir.join(&engine_dir), options.engine.clone())?;
         let initial = ConfState::with_voters(options.initial_voters.iter().copied());
         let applied = snapshots::read_applied(&db)?.unwrap_or_else(|| AppliedState {

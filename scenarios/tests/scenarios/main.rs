@@ -454,3 +454,15 @@ fn catalogue_counters() {
 fn regression_a_failed_cluster_backup_gets_its_manifest_when_no_part_started() {
     assert_seeds("counters", 69003..69004, &[]);
 }
+
+/// Regression (counters seed 2745, found in a 4,500-seed sweep on 2026-12-05): a
+/// follower renamed `ENGINE` to a newly installed snapshot's engine and failed to sync
+/// the directory; it crashed without a power loss, so the rename was still visible
+/// when it reopened, and the open made the log record that snapshot durably (the log
+/// catches up with an engine that is ahead) before a later sync failed and a power
+/// loss took the rename back: the log was compacted to 31 over an engine at entry 0.
+/// The open now syncs the directory before anything depends on the pointer it read.
+#[test]
+fn regression_an_engine_pointer_read_before_it_is_durable_is_synced_first() {
+    assert_seeds("counters", 2745..2746, &[]);
+}
