@@ -3,13 +3,15 @@
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
-use ryu_io::DynDisk;
+use ryu_io::{Disk, DynDisk, DynFile, IoError, IoResult};
 use ryu_node::{Consistency, Envelope, Node, NodeOptions, Request, Response};
 use ryu_raft::Role;
 use ryu_sim::SimDisk;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 
 struct Cluster {
     disks: BTreeMap<u64, SimDisk>,
@@ -23,6 +25,58 @@ struct Cluster {
     boots: u64,
     /// `NodeOptions::compact_after_entries` for nodes opened from now on.
     compact: u64,
+    /// Nodes opened on a [`DirSyncFaults`] disk instead of their plain `SimDisk`.
+    faulty: BTreeMap<u64, Arc<DirSyncFaults>>,
+    /// Nodes whose errors in `settle` are kept here (the node is dropped, as a process
+    /// that crashed without a power loss) instead of failing the test.
+    failed: BTreeMap<u64, ryu_node::NodeError>,
+}
+
+/// A node's disk whose directory syncs of `n` (the node directory) fail on demand:
+/// the one right after `n/ENGINE` is renamed into place, or the next one.
+#[derive(Debug)]
+struct DirSyncFaults {
+    inner: SimDisk,
+    after_engine_rename: AtomicBool,
+    next: AtomicBool,
+    /// Set by a rename onto `n/ENGINE` while `after_engine_rename` is armed.
+    engine_renamed: AtomicBool,
+}
+
+impl Disk for DirSyncFaults {
+    fn create(&self, path: &Path) -> IoResult<DynFile> {
+        self.inner.create(path)
+    }
+    fn open(&self, path: &Path) -> IoResult<DynFile> {
+        self.inner.open(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
+        self.inner.rename(from, to)?;
+        if to == Path::new("n/ENGINE") && self.after_engine_rename.swap(false, SeqCst) {
+            self.engine_renamed.store(true, SeqCst);
+        }
+        Ok(())
+    }
+    fn remove(&self, path: &Path) -> IoResult<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> IoResult<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, path: &Path) -> IoResult<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+        if dir == Path::new("n")
+            && (self.engine_renamed.swap(false, SeqCst) || self.next.swap(false, SeqCst))
+        {
+            return Err(IoError::io("sync_dir", "injected sync error"));
+        }
+        self.inner.sync_dir(dir)
+    }
+    fn is_dir(&self, path: &Path) -> IoResult<bool> {
+        self.inner.is_dir(path)
+    }
 }
 
 impl Cluster {
@@ -37,6 +91,8 @@ impl Cluster {
             down: Vec::new(),
             boots: 0,
             compact: 0,
+            faulty: BTreeMap::new(),
+            failed: BTreeMap::new(),
         };
         for id in voters {
             c.disks.insert(id, SimDisk::new(id));
@@ -46,8 +102,16 @@ impl Cluster {
     }
 
     fn open(&mut self, id: u64) {
+        self.try_open(id).expect("open");
+    }
+
+    /// [`Cluster::open`], returning the error of `Node::open`.
+    fn try_open(&mut self, id: u64) -> Result<(), ryu_node::NodeError> {
         self.boots += 1;
-        let disk: DynDisk = Arc::new(self.disks[&id].clone());
+        let disk: DynDisk = match self.faulty.get(&id) {
+            Some(f) => f.clone(),
+            None => Arc::new(self.disks[&id].clone()),
+        };
         let mut o = NodeOptions::new(id, self.voters.clone());
         o.cluster_id = 42;
         o.backup = Some(ryu_node::BackupTarget {
@@ -58,8 +122,9 @@ impl Cluster {
         o.backup_timeout_ticks = 40;
         o.compact_after_entries = self.compact;
         let rng = ChaCha8Rng::seed_from_u64(id * 1000 + self.boots);
-        let node = Node::open(disk, Path::new("n"), o, rng).expect("open");
+        let node = Node::open(disk, Path::new("n"), o, rng)?;
         self.nodes.insert(id, node);
+        Ok(())
     }
 
     /// Run every node's Ready cycle and deliver messages until quiet.
@@ -71,7 +136,11 @@ impl Cluster {
                 if self.down.contains(id) {
                     continue;
                 }
-                node.run_ready().expect("ready");
+                if let Err(e) = node.run_ready() {
+                    assert!(self.faulty.contains_key(id), "node {id}: {e}");
+                    self.failed.insert(*id, e);
+                    continue;
+                }
                 if node.has_backup_work() {
                     node.step_backups(4096).expect("backup step");
                     busy = true;
@@ -84,6 +153,9 @@ impl Cluster {
                         "request {id} answered twice"
                     );
                 }
+            }
+            for id in self.failed.keys() {
+                self.nodes.remove(id);
             }
             if msgs.is_empty() && !busy {
                 return;
@@ -808,7 +880,8 @@ fn compacting_cluster_with_a_lagging_follower() -> (Cluster, u64, u64) {
     (c, l, lagging)
 }
 
-/// Bring the lagging follower back and run until it applied what the leader did.
+/// Bring the lagging follower back and run until it applied what the leader did (or
+/// failed, if it runs on a [`DirSyncFaults`] disk).
 fn catch_up(c: &mut Cluster, l: u64, lagging: u64) {
     c.down.clear();
     for _ in 0..100 {
@@ -816,7 +889,10 @@ fn catch_up(c: &mut Cluster, l: u64, lagging: u64) {
             n.tick();
         }
         c.settle();
-        if c.nodes[&lagging].applied().index == c.nodes[&l].applied().index {
+        let Some(n) = c.nodes.get(&lagging) else {
+            break;
+        };
+        if n.applied().index == c.nodes[&l].applied().index {
             break;
         }
     }
@@ -864,7 +940,6 @@ fn a_lagging_follower_catches_up_from_a_snapshot_made_of_a_backup() {
 /// snapshot forever and the follower never caught up. It now makes a new archive.
 #[test]
 fn regression_a_missing_snapshot_archive_is_made_again() {
-    use ryu_io::Disk;
     let (mut c, l, lagging) = compacting_cluster_with_a_lagging_follower();
     // Write until the leader has just compacted, so that no new snapshot is due by
     // the size threshold: only a missing archive can make one.
@@ -927,6 +1002,8 @@ fn a_whole_cluster_restores_from_a_cluster_backup_under_a_new_cluster_id() {
         down: Vec::new(),
         boots: 100,
         compact: 0,
+        faulty: BTreeMap::new(),
+        failed: BTreeMap::new(),
     };
     for id in 1..=3 {
         let disk = SimDisk::new(500 + id);
@@ -1082,5 +1159,54 @@ fn a_cluster_file_without_checksum_is_upgraded_and_a_damaged_one_refused() {
     match Node::open(dyn_disk, Path::new("n"), NodeOptions::new(1, vec![1]), rng) {
         Err(ryu_node::NodeError::Corrupted(why)) => assert!(why.contains("CLUSTER"), "{why}"),
         other => panic!("a damaged CLUSTER file must be refused: {other:?}"),
+    }
+}
+
+/// Regression (counters seed 2745): a follower installing a snapshot renamed `ENGINE`
+/// to the new engine and then failed to sync its directory. It crashed without a power
+/// loss, so the new pointer was still visible when it reopened; the open recorded the
+/// snapshot in the log durably, failed at a later directory sync, and a power loss
+/// took the rename back: the log was compacted past an engine at its old entry. With
+/// the open syncing the directory before anything depends on the pointer, every
+/// reopen after the power loss succeeds and the follower catches up. Several rounds,
+/// because a power loss keeps each unsynced rename or not at random.
+#[test]
+fn regression_an_engine_pointer_read_before_it_is_durable_is_synced_first() {
+    for round in 0..6u64 {
+        let (mut c, l, lagging) = compacting_cluster_with_a_lagging_follower();
+        let faults = Arc::new(DirSyncFaults {
+            inner: c.disks[&lagging].clone(),
+            after_engine_rename: AtomicBool::new(false),
+            next: AtomicBool::new(false),
+            engine_renamed: AtomicBool::new(false),
+        });
+        c.faulty.insert(lagging, faults.clone());
+        c.nodes.remove(&lagging);
+        c.open(lagging);
+        for i in 0..40 + 7 * round {
+            let r = c.call(l, i, put(&format!("k{i:02}"), &format!("v{i}")));
+            assert!(matches!(r, Response::Committed { .. }), "{r:?}");
+        }
+        // The install fails at the directory sync right after the rename.
+        faults.after_engine_rename.store(true, SeqCst);
+        catch_up(&mut c, l, lagging);
+        let e = c.failed.remove(&lagging).expect("the install did not fail");
+        assert!(e.to_string().contains("injected sync error"), "{e}");
+        // Reopened (no power loss: the rename is visible), failing at the next sync.
+        faults.next.store(true, SeqCst);
+        c.nodes.remove(&lagging);
+        assert!(
+            c.try_open(lagging).is_err(),
+            "round {round}: the open synced nothing"
+        );
+        c.disks[&lagging].crash();
+        c.try_open(lagging)
+            .unwrap_or_else(|e| panic!("round {round}: reopen after the power loss: {e}"));
+        catch_up(&mut c, l, lagging);
+        assert_eq!(
+            c.nodes[&lagging].applied().index,
+            c.nodes[&l].applied().index,
+            "round {round}"
+        );
     }
 }
