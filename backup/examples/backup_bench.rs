@@ -17,10 +17,13 @@
 //! as the server); foreground commits/s and p99 commit latency (4 writer threads, one
 //! small write per commit) for each setting while backups limited to `--rate-mb` run
 //! back to back on another thread (for at least `--load-secs` and until the last
-//! backup is complete, its syncs included), each such window followed by the load
-//! alone for as long (the machine's speed drifts over minutes, so each window is
-//! compared with its neighbour: the table shows the median of the pairs' changes);
-//! and a restore (MB/s). A size of 0 is skipped. Both `cp` and
+//! backup is complete, its syncs included), each such window paired with the load
+//! alone for as long, right after it in even repetitions and right before it in odd
+//! ones (the machine's speed drifts over minutes, so each window is compared with its
+//! neighbour: the table shows the median of the pairs' changes and
+//! the range of the p99 changes), and in each repetition a control pair of two windows
+//! of the load alone (how far neighbouring windows differ with no backup at all); and
+//! a restore (MB/s). A size of 0 is skipped. Both `cp` and
 //! the backup read from a warm page cache (the database was just written), so the
 //! comparison is like for like. Before every timed phase the copies of earlier
 //! phases are removed and the file system synced, so no phase pays for another's
@@ -162,7 +165,7 @@ fn fill(db: &Db, size_mib: u64) {
 /// Commits/s, p99 latency (µs) and the seconds measured, of 4 writer threads while
 /// `during` runs, for at least `secs` and until `during` returns (it is handed the
 /// start time).
-fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> (f64, u64, f64) {
+fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -258,6 +261,31 @@ fn run_backup(
     (t0.elapsed(), bytes)
 }
 
+/// One window of load: commits/s, p99 latency (µs), seconds.
+type Window = (f64, u64, f64);
+
+/// The changes of the first window of each pair against the second, in commits/s and
+/// in p99 latency: the median of the pairs, and the range of the p99 changes.
+fn pair_changes(pairs: &[(Window, Window)]) -> String {
+    let changes = |f: fn(&(f64, u64, f64)) -> f64| {
+        let mut v: Vec<f64> = pairs
+            .iter()
+            .map(|(w, a)| 100.0 * (f(w) - f(a)) / f(a).max(1.0))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (c, p) = (changes(|w| w.0), changes(|w| w.1 as f64));
+    format!(
+        "throughput {:+.1}%, p99 {:+.1}% (medians of {} pairs; p99 from {:+.1}% to {:+.1}%)",
+        median(&c),
+        median(&p),
+        p.len(),
+        p[0],
+        p[p.len() - 1]
+    )
+}
+
 /// A `--pacing` setting as the table shows it.
 fn label(p: Pacing) -> String {
     let sync = match p.0 {
@@ -344,9 +372,10 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let (mut cp, mut cp_sync) = (Vec::new(), Vec::new());
     let mut backup_rate = vec![Vec::new(); settings.len()];
     let mut base = Vec::new();
-    // Per setting and repetition: (with backups, alone right after for as long).
-    type Window = (f64, u64, f64);
+    // Per setting and repetition: (with backups, alone for as long, right after or before).
     let mut during: Vec<Vec<(Window, Window)>> = vec![Vec::new(); settings.len()];
+    let mut control: Vec<(Window, Window)> = Vec::new();
+    let mut window_secs = a.load_secs as f64;
     let mut backup_bytes = 0;
     let mut n = 0;
     settle(&root.join("none"));
@@ -382,6 +411,16 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             let id = format!("load{n}");
             let (db2, disk2, dest2) = (db.clone(), disk.clone(), dest.clone());
             let every = settings[i];
+            // Its pair: the load alone for as long, right after the window with backups
+            // in even repetitions and right before it in odd ones (the machine's speed
+            // drifts over minutes, so each window is compared with its neighbour; the
+            // alternation cancels whatever the place in a pair favours, which the
+            // control below measures). A window before has the length of the last one.
+            let before = (rep % 2 == 1).then(|| {
+                let w = load(&db, window_secs, |_| {});
+                run("sync", &[]);
+                w
+            });
             let d = load(&db, a.load_secs as f64, move |t0| {
                 // Back to back backups, each to its end (its last sync included), for
                 // at least the measurement window.
@@ -403,13 +442,23 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                 }
             }
             run("sync", &[]);
-            // Its pair: the load alone for as long, right after (the machine's speed
-            // drifts over minutes, so each window is compared with its neighbour).
-            let alone = load(&db, d.2, |_| {});
+            let alone = before.unwrap_or_else(|| {
+                let w = load(&db, d.2, |_| {});
+                run("sync", &[]);
+                w
+            });
             base.push(alone);
             during[i].push((d, alone));
-            run("sync", &[]);
+            window_secs = d.2;
         }
+        // The control: the same pair of windows with no backup in the first, which
+        // shows how far two neighbouring windows of the same load differ on their own
+        // (and whether the first of a pair is favoured by its place).
+        let first = load(&db, window_secs, |_| {});
+        run("sync", &[]);
+        let second = load(&db, window_secs, |_| {});
+        run("sync", &[]);
+        control.push((first, second));
     }
     let target = PathBuf::from(format!("restore-{size_mib}"));
     let t0 = Instant::now();
@@ -442,22 +491,17 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
         );
         let with: Vec<Window> = during[i].iter().map(|w| w.0).collect();
         let (c, p) = (cps(&with), p99(&with));
-        // Each window against the load alone right after it, then the median.
-        let change = |f: fn(&Window) -> f64| {
-            let v: Vec<f64> = during[i]
-                .iter()
-                .map(|(w, a)| 100.0 * (f(w) - f(a)) / f(a).max(1.0))
-                .collect();
-            median(&v)
-        };
         println!(
-            "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): against the load alone right after each window, throughput {:+.1}%, p99 {:+.1}% (medians of the pairs) |",
+            "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): against the load alone right after or before each window, {} |",
             a.rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
             label(*every),
-            change(|w| w.0),
-            change(|w| w.1 as f64),
+            pair_changes(&during[i]),
         );
     }
+    println!(
+        "| control: the load alone against the load alone right after | {} |",
+        pair_changes(&control)
+    );
     println!(
         "| restore | {:.0} MB/s ({:.2?}) |",
         mb_per_s(backup_bytes, restore),
@@ -471,6 +515,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
         round(&cp_sync)
     );
     eprintln!("  alone (commits/s, p99 µs) {base:?}");
+    eprintln!("  control pairs {control:?}");
     for (i, every) in settings.iter().enumerate() {
         eprintln!(
             "  {}: backup MB/s {:?}; during {:?}",

@@ -44,7 +44,7 @@ use crate::pages::{
     DEFAULT_PAGES_FILE_BYTES, ENTRY_BYTES, PAGES_DIR, PAGES_HEADER, PageExpect, PagesChecked,
     PagesHeader, PagesVerifier, entries_per_file, file_count, pages_file,
 };
-use crate::verify::{load_manifest, page_expect, verify_dir_with};
+use crate::verify::{PagesCheck, load_manifest, page_expect, verify_dir_with};
 use crate::walcopy;
 use crate::{BackupId, TMP_PREFIX};
 use ryu_engine::page::FORMAT_VERSION;
@@ -599,8 +599,11 @@ impl BackupJob {
             Phase::WriteManifest => self.write_manifest()?,
             Phase::VerifyPages => self.verify_pages(budget)?,
             Phase::VerifyTmp => {
-                let checked = self.pages_checked.take();
-                let report = verify_dir_with(&self.dst, &self.dest, &self.tmp, checked)?;
+                let pages = match self.pages_checked.take() {
+                    Some((expect, checked)) => PagesCheck::Done(expect, checked),
+                    None => PagesCheck::Read,
+                };
+                let report = verify_dir_with(&self.dst, &self.dest, &self.tmp, pages)?;
                 if !report.problems.is_empty() {
                     return Err(Error::VerifyFailed {
                         id: self.manifest.backup_id.clone(),

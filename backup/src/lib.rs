@@ -34,10 +34,12 @@
 //! - **Verify** ([`verify()`]) checks the manifest checksum, missing, extra and
 //!   wrong-size files, file checksums, page checksums, WAL continuity and the chain;
 //!   the deep mode restores into a scratch directory and opens the engine.
-//! - **Restore** ([`restore()`]) writes only into an empty or absent directory, after
-//!   verifying every backup of the chain; paths come from the format, never from the
-//!   manifest's strings, and a manifest path that would escape is a verification
-//!   problem. A point-in-time restore cuts the WAL at any timestamp between the
+//! - **Restore** ([`restore()`]) writes only into an empty or absent directory. It
+//!   checks the manifests and the chain's links first, then verifies every backup of
+//!   the chain on the same single read that it writes from, before its commit point (a
+//!   rename); one that finds a problem removes what it wrote. Paths come from the
+//!   format, never from the manifest's strings, and a manifest path that would escape
+//!   is a verification problem. A point-in-time restore cuts the WAL at any timestamp between the
 //!   backup's checkpoint and its snapshot.
 //! - **Incremental** backups copy only pages written since the parent's generation,
 //!   plus their own WAL; restore overlays the chain root first and refuses a broken or

@@ -186,47 +186,6 @@ pub struct PageExpect {
     pub newer_than: Option<u64>,
 }
 
-/// Read every pages file of the backup in `dir`, in order: check each header against
-/// `expect` (and against the first file's count and its own index), then hand each
-/// run of entries `(page number, page image)` to `f`. Each file's length must match its
-/// header exactly.
-pub fn read_entries(
-    disk: &DynDisk,
-    dir: &Path,
-    expect: PageExpect,
-    mut f: impl FnMut(&[(u64, &[u8])]) -> Result<()>,
-) -> Result<()> {
-    let mut count = None;
-    let mut index = 0u32;
-    let mut buf = Vec::new();
-    while count.is_none_or(|c| index < c) {
-        let path = dir.join(pages_file(index));
-        let file = disk.open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("len", &path, e))?;
-        let mut head = vec![0u8; PAGES_HEADER.min(len as usize)];
-        file.read_at(0, &mut head)
-            .map_err(|e| Error::io("read", &path, e))?;
-        let h = check_header(&head, len, &path, expect, index, count)?;
-        count = Some(h.count);
-        let mut done = 0u64;
-        while done < h.entries {
-            let n = (h.entries - done).min(CHUNK_ENTRIES);
-            buf.resize(n as usize * ENTRY_BYTES, 0);
-            let at = PAGES_HEADER as u64 + done * ENTRY_BYTES as u64;
-            file.read_at(at, &mut buf)
-                .map_err(|e| Error::io("read", &path, e))?;
-            let run: Vec<(u64, &[u8])> = buf
-                .chunks_exact(ENTRY_BYTES)
-                .map(|e| (u64_at(e, 0), &e[8..]))
-                .collect();
-            f(&run)?;
-            done += n;
-        }
-        index += 1;
-    }
-    Ok(())
-}
-
 const CHUNK_ENTRIES: u64 = 256;
 
 /// Decode a header (the first bytes of a file of `len` bytes) and check it against
@@ -321,6 +280,20 @@ impl PagesVerifier {
     /// `ready` (`None`: all files); true once every file is read. A file that cannot be
     /// read is recorded as such and the checks fail; the rest are still read.
     pub(crate) fn advance(&mut self, disk: &DynDisk, budget: u64, ready: Option<u32>) -> bool {
+        self.advance_into(disk, budget, ready, &mut |_| {})
+    }
+
+    /// [`PagesVerifier::advance`], handing `sink` each run of entries (a whole number
+    /// of them, in file order) once they have passed the page checks. Nothing more is
+    /// handed over once a check fails; the rest is still read and hashed for the
+    /// report.
+    pub(crate) fn advance_into(
+        &mut self,
+        disk: &DynDisk,
+        budget: u64,
+        ready: Option<u32>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> bool {
         let mut left = budget;
         loop {
             if self.count.is_some_and(|c| self.next >= c) && self.scan.is_none() {
@@ -334,7 +307,7 @@ impl PagesVerifier {
                 continue;
             };
             let before = scan.at;
-            let done = scan.advance(left, &mut self.checker);
+            let done = scan.advance(left, &mut self.checker, sink);
             self.read_bytes += scan.at - before;
             left = left.saturating_sub(scan.at - before);
             match done {
@@ -463,10 +436,15 @@ impl PagesScan {
         Ok((scan, head))
     }
 
-    /// Read and check about `budget` more bytes (at least one chunk of entries);
-    /// true once the whole file is read. A failed check goes into `checker`; the error
-    /// returned is an I/O error.
-    fn advance(&mut self, budget: u64, checker: &mut Result<PageChecker>) -> Result<bool> {
+    /// Read and check about `budget` more bytes (at least one chunk of entries), and
+    /// hand `sink` each chunk whose entries all passed; true once the whole file is
+    /// read. A failed check goes into `checker`; the error returned is an I/O error.
+    fn advance(
+        &mut self,
+        budget: u64,
+        checker: &mut Result<PageChecker>,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
         // Whole chunks only (the last one excepted), so that every chunk starts on an
         // entry: `at` stays `PAGES_HEADER` plus a multiple of `chunk_bytes`.
         let chunk_bytes = (CHUNK_ENTRIES as usize * ENTRY_BYTES) as u64;
@@ -486,11 +464,12 @@ impl PagesScan {
             if let (Ok(c), false) = (&mut *checker, self.entries_unchecked) {
                 // A valid header means the length is whole entries, so the last chunk
                 // is whole entries too.
-                for e in chunk.chunks_exact(ENTRY_BYTES) {
-                    if let Err(err) = c.entry(u64_at(e, 0), &e[8..]) {
-                        *checker = Err(err);
-                        break;
-                    }
+                let passed = chunk
+                    .chunks_exact(ENTRY_BYTES)
+                    .try_for_each(|e| c.entry(u64_at(e, 0), &e[8..]));
+                match passed {
+                    Ok(()) => sink(chunk),
+                    Err(err) => *checker = Err(err),
                 }
             }
             if self.drop_behind {

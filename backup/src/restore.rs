@@ -1,23 +1,36 @@
 //! Restore: a backup (and its incremental chain) into an empty or absent directory,
 //! at its snapshot timestamp or any earlier timestamp it covers.
 //!
+//! One read of the pages: every backup of the chain is verified before anything is
+//! written, except for the bytes of its pages files (their presence and sizes are
+//! checked); those are checked on the one read the restore writes from (each file's
+//! crc32 and the page checks), and each backup's verify is completed with them before
+//! the restore commits. The WAL copies (small next to the pages) are read by the
+//! checks and once more to be cut, and that read must match the manifest's crc32
+//! too: every byte written is a byte checked. A restore that finds a
+//! problem, or fails to write, removes what it wrote and leaves the target as it found
+//! it (absent, or empty). Reading the backup once, not once to verify and again to
+//! write, is what makes a restore of a large backup take one read of it.
+//!
 //! Order of writes, so that a crash mid-restore never leaves a directory the engine
 //! would open as a (wrong) database: first an empty `data.restore`, made durable (the
 //! engine refuses a directory holding a name it does not know), then the WAL segments,
 //! then the pages into `data.restore`, synced, then the rename to `data` and a sync of
 //! the directory. The rename is the commit point. A crashed restore leaves a non-empty
-//! target, which a new restore refuses: remove it first.
+//! target, which a new restore refuses: remove it first. The clean-up of a failed
+//! restore removes `data.restore` last, so a clean-up cut short leaves a directory the
+//! engine refuses too.
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file_synced};
 use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
-use crate::manifest::{BackupKind, Manifest};
-use crate::pages;
-use crate::verify::{backup_dir, check_chain, page_expect, verify_dir};
+use crate::manifest::{BackupKind, Manifest, crc_hex};
+use crate::pages::{ENTRY_BYTES, PagesVerifier};
+use crate::verify::{PagesCheck, backup_dir, check_chain, page_expect, verify_dir_with};
 use crate::walcopy;
 use ryu_engine::{DATA_FILE, Db, Options, PAGE_SIZE, Ts, WAL_DIR};
 use ryu_io::DynDisk;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The data file's name while a restore writes it.
 pub const RESTORE_TMP: &str = "data.restore";
@@ -44,8 +57,10 @@ pub struct RestoreSummary {
 }
 
 /// Restore backup `id` from `dest` on `disk` into `target` on `target_disk`, which must
-/// be absent or an empty directory. Every backup of the chain is verified first (no
-/// byte is written into `target` if any check fails).
+/// be absent or an empty directory. Every backup of the chain is verified as it is
+/// read (see the module's doc); on any problem the restore fails with
+/// [`Error::VerifyFailed`] (or [`Error::BrokenChain`]) and the target is left as it
+/// was found.
 pub fn restore(
     disk: &DynDisk,
     dest: &Path,
@@ -60,51 +75,82 @@ pub fn restore(
         });
     }
     let dir = backup_dir(disk, dest, id)?;
-    let report = verify_dir(disk, dest, &dir)?;
-    let Some(last) = report.manifest.clone().filter(|_| report.is_ok()) else {
-        return Err(Error::VerifyFailed {
-            id: id.to_string(),
-            problems: report.problems.iter().map(ToString::to_string).collect(),
-        });
+    // Everything but the bytes of the pages files, before a byte is written.
+    let precheck = |dir: &Path, id: &str| -> Result<Manifest> {
+        let report = verify_dir_with(disk, dest, dir, PagesCheck::SizesOnly)?;
+        report
+            .manifest
+            .filter(|_| report.problems.is_empty())
+            .ok_or_else(|| Error::VerifyFailed {
+                id: id.to_string(),
+                problems: report.problems.iter().map(ToString::to_string).collect(),
+            })
     };
+    let last = precheck(&dir, id)?;
     let parents = check_chain(disk, dest, &last).map_err(|detail| Error::BrokenChain {
         id: id.to_string(),
         detail,
     })?;
-    let mut chain: Vec<Manifest> = Vec::new();
-    for p in parents.iter().rev() {
-        let r = verify_dir(disk, dest, &dest.join(&p.manifest.backup_id))?;
-        if !r.is_ok() {
-            return Err(Error::VerifyFailed {
-                id: p.manifest.backup_id.clone(),
-                problems: r.problems.iter().map(ToString::to_string).collect(),
-            });
-        }
-        chain.push(p.manifest.clone());
+    for p in &parents {
+        let pid = &p.manifest.backup_id;
+        precheck(&dest.join(pid), pid)?;
     }
-    chain.push(last.clone());
+    // Each backup with the directory it was read from (a parent's is its id, which
+    // `check_chain` checked is valid and is the id in its manifest).
+    let mut chain: Vec<(PathBuf, Manifest)> = parents
+        .into_iter()
+        .rev()
+        .map(|p| (dest.join(&p.manifest.backup_id), p.manifest))
+        .collect();
+    chain.push((dir, last));
     assert_eq!(
-        chain[0].kind,
+        chain[0].1.kind,
         BackupKind::Full,
         "check_chain ends at a full"
     );
-    let (from_ts, to_ts) = last.covered();
+    let (from_ts, to_ts) = chain[chain.len() - 1].1.covered();
     let ts = options.as_of_ts.unwrap_or(to_ts);
     if ts < from_ts || ts > to_ts {
         return Err(Error::NotCovered { ts, from_ts, to_ts });
     }
-    write_restore(disk, dest, &chain, target_disk, target, ts)
+    let existed = target_disk
+        .exists(target)
+        .map_err(|e| Error::io("stat", target, e))?;
+    let tmp = target.join(RESTORE_TMP);
+    let written = write_restore(disk, dest, &chain, target_disk, target, ts).inspect_err(|_| {
+        // Best effort: the error that stopped the restore is the one to report. The
+        // WAL goes first and `data.restore` last (see the module's doc).
+        let _ = fsutil::remove_tree(target_disk, &target.join(WAL_DIR))
+            .and_then(|()| fsutil::remove_tree(target_disk, &tmp));
+        let _ = if existed {
+            target_disk.sync_dir(target)
+        } else {
+            target_disk
+                .remove(target)
+                .and_then(|()| target_disk.sync_dir(parent_of(target)))
+        };
+    })?;
+    // The commit point.
+    target_disk
+        .rename(&tmp, &target.join(DATA_FILE))
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    target_disk
+        .sync_dir(target)
+        .map_err(|e| Error::io("sync dir", target, e))?;
+    Ok(written)
 }
 
+/// Everything up to the commit point: the WAL and `data.restore`, synced, each backup
+/// of `chain` verified on the bytes written.
 fn write_restore(
     disk: &DynDisk,
     dest: &Path,
-    chain: &[Manifest],
+    chain: &[(PathBuf, Manifest)],
     tdisk: &DynDisk,
     target: &Path,
     ts: Ts,
 ) -> Result<RestoreSummary> {
-    let last = chain.last().expect("a chain has a last backup");
+    let (src_dir, last) = chain.last().expect("a chain has a last backup");
     let io = |what: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(what, p, e)
@@ -126,8 +172,8 @@ fn write_restore(
         .and_then(|()| tdisk.sync_dir(target))
         .map_err(io("create dir", target))?;
     // WAL: the last backup's segments, each cut after its last record at or below ts;
-    // trailing segments left without records are dropped.
-    let src_dir = dest.join(&last.backup_id);
+    // trailing segments left without records are dropped. Each image read must be the
+    // one the manifest lists (its crc32): the bytes written are the bytes checked.
     let mut cuts: Vec<(u64, Vec<u8>, usize)> = Vec::new();
     let mut restored_ts = last.checkpoint_ts;
     for f in &last.files {
@@ -135,14 +181,24 @@ fn write_restore(
             continue;
         }
         let rel = fsutil::safe_relative(&f.path)?;
-        let image = fsutil::read_file(disk, &src_dir.join(rel))?;
+        let path = src_dir.join(rel);
+        let image = fsutil::read_file(disk, &path)?;
         let number = last.wal.first_segment.wrapping_add(cuts.len() as u64);
-        if f.path != walcopy::segment_path(number) {
-            return Err(Error::corrupted(
-                src_dir.join(&f.path),
-                0,
-                "unexpected WAL file",
-            ));
+        let crc = crc_hex(crc32fast::hash(&image));
+        if f.path != walcopy::segment_path(number)
+            || image.len() as u64 != f.size_bytes
+            || crc != f.crc32
+        {
+            return Err(Error::VerifyFailed {
+                id: last.backup_id.clone(),
+                problems: vec![format!(
+                    "{}: {} bytes, crc32 {crc}; the manifest lists {} bytes, crc32 {}, as segment {number}",
+                    f.path,
+                    image.len(),
+                    f.size_bytes,
+                    f.crc32
+                )],
+            });
         }
         let (kept, len) = walcopy::cut(&image, ts);
         if let Some(r) = kept.last() {
@@ -161,53 +217,77 @@ fn write_restore(
     tdisk.sync_dir(&wal_dir).map_err(io("sync dir", &wal_dir))?;
     // Data: overlay the chain's pages, root first; only the last superblock counts.
     let mut pages_written = 0;
-    for (i, m) in chain.iter().enumerate() {
+    for (i, (dir, m)) in chain.iter().enumerate() {
         let is_last = i + 1 == chain.len();
-        let dir = dest.join(&m.backup_id);
         let expect = page_expect(m);
         // A full backup's pages ascend, so the data file is written front to back
         // (holes for free pages); an incremental overlays it again from the front.
         let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES, false);
-        pages::read_entries(disk, &dir, expect, |run| {
-            let mut j = 0;
-            while j < run.len() {
-                let first = run[j].0;
-                let mut k = j;
-                let mut buf = Vec::new();
-                while k < run.len() && run[k].0 == first + (k - j) as u64 {
-                    if run[k].0 >= 2 || is_last {
-                        buf.extend_from_slice(run[k].1);
-                    } else {
-                        // An earlier generation's superblock: leave the slot zero.
-                        buf.extend_from_slice(&[0u8; PAGE_SIZE]);
-                    }
-                    k += 1;
-                }
-                let at = first * PAGE_SIZE as u64;
-                data.write_at(at, &buf).map_err(io("write", &tmp))?;
-                behind.written_to(&data, &tmp, at + buf.len() as u64)?;
-                pages_written += (k - j) as u64;
-                j = k;
+        let mut failed: Option<Error> = None;
+        let mut buf = Vec::new();
+        let mut write = |entries: &[u8]| {
+            if failed.is_some() {
+                return;
             }
-            Ok(())
-        })?;
+            // Consecutive page numbers go out in one write.
+            let mut run_start = None;
+            buf.clear();
+            let mut flush = |first: Option<u64>, buf: &mut Vec<u8>| -> Result<()> {
+                let Some(first) = first else { return Ok(()) };
+                let at = first * PAGE_SIZE as u64;
+                data.write_at(at, buf).map_err(io("write", &tmp))?;
+                behind.written_to(&data, &tmp, at + buf.len() as u64)?;
+                buf.clear();
+                Ok(())
+            };
+            for e in entries.chunks_exact(ENTRY_BYTES) {
+                let no = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+                let next = run_start.map(|f: u64| f + (buf.len() / PAGE_SIZE) as u64);
+                if next != Some(no) {
+                    if let Err(err) = flush(run_start, &mut buf) {
+                        failed = Some(err);
+                        return;
+                    }
+                    run_start = Some(no);
+                }
+                if no >= 2 || is_last {
+                    buf.extend_from_slice(&e[8..]);
+                } else {
+                    // An earlier generation's superblock: leave the slot zero.
+                    buf.extend_from_slice(&[0u8; PAGE_SIZE]);
+                }
+                pages_written += 1;
+            }
+            if let Err(err) = flush(run_start, &mut buf) {
+                failed = Some(err);
+            }
+        };
+        let mut verifier = PagesVerifier::new(dir, expect, false);
+        while !verifier.advance_into(disk, u64::MAX, None, &mut write) {}
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // The rest of verify, with the pages as they were read and written.
+        let pages = PagesCheck::Done(expect, verifier.finish());
+        let report = verify_dir_with(disk, dest, dir, pages)?;
+        if !report.is_ok() {
+            return Err(Error::VerifyFailed {
+                id: m.backup_id.clone(),
+                problems: report.problems.iter().map(ToString::to_string).collect(),
+            });
+        }
     }
     data.set_len(last.page_count * PAGE_SIZE as u64)
         .and_then(|()| data.sync_data())
         .map_err(io("sync", &tmp))?;
     tdisk.sync_dir(target).map_err(io("sync dir", target))?;
-    tdisk
-        .rename(&tmp, &target.join(DATA_FILE))
-        .map_err(io("rename", &tmp))?;
-    tdisk.sync_dir(target).map_err(io("sync dir", target))?;
     Ok(RestoreSummary {
         restored_ts,
-        chain: chain.iter().map(|m| m.backup_id.clone()).collect(),
+        chain: chain.iter().map(|(_, m)| m.backup_id.clone()).collect(),
         pages_written,
         wal_segments: cuts.len() as u64,
     })
 }
-
 /// Deep verification: restore into `scratch`, open the engine there, read every key,
 /// and check the restored timestamp and generation.
 pub(crate) fn restore_and_check(

@@ -217,17 +217,29 @@ fn file_crc(disk: &DynDisk, path: &Path) -> Result<(u64, String)> {
 
 /// Verify one backup directory (final or temporary) whose chain lives in `dest`.
 pub(crate) fn verify_dir(disk: &DynDisk, dest: &Path, dir: &Path) -> Result<VerifyReport> {
-    verify_dir_with(disk, dest, dir, None)
+    verify_dir_with(disk, dest, dir, PagesCheck::Read)
 }
 
-/// [`verify_dir`], with the pages files already read and checked against `expect` by
-/// the caller (a backup job verifies them in steps under its rate limit): used in
-/// place of reading them again if the manifest on disk expects the same.
+/// How [`verify_dir_with`] checks the pages files.
+#[derive(Debug)]
+pub(crate) enum PagesCheck {
+    /// Read and check them.
+    Read,
+    /// The caller read and checked them against this expectation (a backup job, in
+    /// steps under its rate limit; a restore, on the read it writes from): used in
+    /// place of reading them again if the manifest on disk expects the same.
+    Done(PageExpect, PagesChecked),
+    /// Their presence and sizes only, no byte read: a restore checks the rest on its
+    /// one read of them and calls again with [`PagesCheck::Done`].
+    SizesOnly,
+}
+
+/// [`verify_dir`], with the pages files checked as `pages` says.
 pub(crate) fn verify_dir_with(
     disk: &DynDisk,
     dest: &Path,
     dir: &Path,
-    mut pages_checked: Option<(PageExpect, PagesChecked)>,
+    pages: PagesCheck,
 ) -> Result<VerifyReport> {
     let id = dir
         .file_name()
@@ -261,12 +273,20 @@ pub(crate) fn verify_dir_with(
     let mut intact = BTreeSet::new();
     // The pages files are read once: their checksums and page checks together.
     let expect = page_expect(&m);
-    let checked = match pages_checked.take() {
-        Some((e, checked)) if e == expect => checked,
-        _ => pages::check_all(disk, dir, expect),
+    let checked = match pages {
+        PagesCheck::Done(e, checked) if e == expect => Some(checked),
+        PagesCheck::SizesOnly => None,
+        _ => Some(pages::check_all(disk, dir, expect)),
     };
-    let pages_read: Vec<String> = checked.files.iter().map(|f| f.0.clone()).collect();
-    let mut pages_crcs: BTreeMap<String, Result<(u64, u32)>> = checked.files.into_iter().collect();
+    let (pages_read, mut pages_crcs, checks) = match checked {
+        Some(c) => {
+            let read: Vec<String> = c.files.iter().map(|f| f.0.clone()).collect();
+            let crcs: BTreeMap<String, Result<(u64, u32)>> = c.files.into_iter().collect();
+            (read, crcs, Some(c.checks))
+        }
+        None => (Vec::new(), BTreeMap::new(), None),
+    };
+    let sizes_only = checks.is_none();
     for f in &m.files {
         let Ok(rel) = safe_relative(&f.path) else {
             problems.push(Problem::UnsafePath {
@@ -283,6 +303,14 @@ pub(crate) fn verify_dir_with(
         }
         let crc = match pages_crcs.remove(&f.path) {
             Some(read) => read.map(|(len, crc)| (len, crc_hex(crc))),
+            // The size only: the crc32 is taken as listed, to be checked later.
+            None if sizes_only && f.path.starts_with(&format!("{PAGES_DIR}/")) => {
+                let path = dir.join(rel);
+                disk.open(&path)
+                    .and_then(|file| file.len())
+                    .map(|len| (len, f.crc32.clone()))
+                    .map_err(|e| Error::io("len", &path, e))
+            }
             None => file_crc(disk, &dir.join(rel)),
         };
         match crc {
@@ -310,7 +338,9 @@ pub(crate) fn verify_dir_with(
             problems.push(Problem::ExtraFile { path: p.clone() });
         }
     }
-    check_pages(checked.checks, &pages_read, &m, &intact, &mut problems);
+    if let Some(checks) = checks {
+        check_pages(checks, &pages_read, &m, &intact, &mut problems);
+    }
     check_wal(disk, dir, &m, &intact, &mut problems);
     if let Err(detail) = check_chain(disk, dest, &m) {
         problems.push(Problem::Chain { detail });

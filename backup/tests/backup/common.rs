@@ -222,3 +222,97 @@ impl Disk for PowerCut {
         self.inner.is_dir(path)
     }
 }
+
+/// Inside `impl Disk` of a wrapper that sees only files: the directory operations,
+/// passed straight to `self.inner`.
+macro_rules! pass_through_dir_ops {
+    () => {
+        fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> IoResult<()> {
+            self.inner.remove(path)
+        }
+        fn list(&self, dir: &Path) -> IoResult<Vec<String>> {
+            self.inner.list(dir)
+        }
+        fn create_dir_all(&self, path: &Path) -> IoResult<()> {
+            self.inner.create_dir_all(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+            self.inner.sync_dir(dir)
+        }
+        fn is_dir(&self, path: &Path) -> IoResult<bool> {
+            self.inner.is_dir(path)
+        }
+    };
+}
+pub(crate) use pass_through_dir_ops;
+
+/// What [`ReadTap`] calls after every read: the file's path, the offset, the bytes
+/// read (which it may change).
+pub type ReadHook = Arc<dyn Fn(&Path, u64, &mut [u8]) + Send + Sync>;
+
+/// A disk that hands every read of a file opened through it to a hook: to count what
+/// a reader reads, or to hand it other bytes than the disk holds.
+#[derive(Clone)]
+pub struct ReadTap {
+    inner: DynDisk,
+    hook: ReadHook,
+}
+
+impl std::fmt::Debug for ReadTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTap").finish_non_exhaustive()
+    }
+}
+
+impl ReadTap {
+    pub fn new(inner: DynDisk, hook: ReadHook) -> ReadTap {
+        ReadTap { inner, hook }
+    }
+    fn wrap(&self, path: &Path, inner: DynFile) -> DynFile {
+        Arc::new(TapFile {
+            inner,
+            path: path.to_path_buf(),
+            tap: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct TapFile {
+    inner: DynFile,
+    path: std::path::PathBuf,
+    tap: ReadTap,
+}
+
+impl File for TapFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> IoResult<()> {
+        self.inner.read_at(offset, buf)?;
+        (self.tap.hook)(&self.path, offset, buf);
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn sync_data(&self) -> IoResult<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> IoResult<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> IoResult<u64> {
+        self.inner.len()
+    }
+}
+
+impl Disk for ReadTap {
+    fn create(&self, path: &Path) -> IoResult<DynFile> {
+        Ok(self.wrap(path, self.inner.create(path)?))
+    }
+    fn open(&self, path: &Path) -> IoResult<DynFile> {
+        Ok(self.wrap(path, self.inner.open(path)?))
+    }
+    pass_through_dir_ops!();
+}

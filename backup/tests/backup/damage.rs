@@ -10,6 +10,7 @@ use ryu_backup::{
 };
 use ryu_io::DynDisk;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A destination with a full backup `full` and an incremental `inc` on top, each with
 /// several WAL segments.
@@ -609,4 +610,84 @@ fn extreme_manifest_values_never_panic() {
             }
         }
     }
+}
+
+/// A restore reads each pages file of the chain once (the checks and the writes share
+/// that read), and writes only bytes it checked: with one byte changed in any single
+/// read of the destination (a device or cache that returns other bytes than before),
+/// the restore either refuses and leaves its target as it found it (absent, or an
+/// empty directory), or restores exactly what a clean restore does. A restore that
+/// verified on one read and wrote from another wrote the changed bytes unchecked.
+#[test]
+fn restore_reads_the_backup_once_and_writes_only_bytes_it_checked() {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let d = setup(12);
+    let bytes: Arc<Mutex<BTreeMap<PathBuf, u64>>> = Arc::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (log, count) = (bytes.clone(), calls.clone());
+    let tap: DynDisk = Arc::new(ReadTap::new(
+        d.clone(),
+        Arc::new(move |p: &Path, _, b: &mut [u8]| {
+            if p.starts_with(DEST) {
+                *log.lock().unwrap().entry(p.to_path_buf()).or_default() += b.len() as u64;
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }),
+    ));
+    let opts = RestoreOptions::default();
+    restore(&tap, Path::new(DEST), "inc", &d, Path::new("clean"), &opts).unwrap();
+    let want = read_all(&open(&d, "clean"));
+    let bytes = bytes.lock().unwrap().clone();
+    let mut pages_files = 0;
+    for id in ["full", "inc"] {
+        for f in manifest(&d, id).files {
+            if f.path.starts_with("pages/") {
+                let read = bytes.get(&dir(id).join(&f.path)).copied().unwrap_or(0);
+                assert_eq!(read, f.size_bytes, "{id}/{}: bytes read", f.path);
+                pages_files += 1;
+            }
+        }
+    }
+    assert!(pages_files >= 2, "{pages_files}");
+    let reads = calls.load(Ordering::SeqCst);
+    assert!(reads >= 10, "{reads}");
+    let mut refused = 0;
+    for k in 0..reads {
+        let seen = Arc::new(AtomicU64::new(0));
+        let tap: DynDisk = Arc::new(ReadTap::new(
+            d.clone(),
+            Arc::new(move |p: &Path, _, b: &mut [u8]| {
+                if p.starts_with(DEST) && seen.fetch_add(1, Ordering::SeqCst) == k {
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x40;
+                }
+            }),
+        ));
+        let target = PathBuf::from(format!("target-{k}"));
+        let empty = k % 2 == 1;
+        if empty {
+            d.create_dir_all(&target).unwrap();
+        }
+        match restore(&tap, Path::new(DEST), "inc", &d, &target, &opts) {
+            Ok(_) => {
+                let got = read_all(&open(&d, target.to_str().unwrap()));
+                assert!(got == want, "read {k} changed: restored another state");
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::VerifyFailed { .. } | Error::BrokenChain { .. }),
+                    "read {k}: {e}"
+                );
+                if empty {
+                    assert_eq!(d.list(&target).unwrap(), Vec::<String>::new(), "read {k}");
+                } else {
+                    assert!(!d.exists(&target).unwrap(), "read {k}: target left behind");
+                }
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
 }

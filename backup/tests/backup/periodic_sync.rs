@@ -4,7 +4,7 @@
 //! `BackupOptions::write_behind_bytes`: it hands each window to the device and waits
 //! for the one before, so no file ever has more than two windows not yet written back.
 
-use crate::common::{Model, commit_some, read_all};
+use crate::common::{Model, commit_some, pass_through_dir_ops, read_all};
 use ryu_backup::{
     BackupId, BackupJob, BackupOptions, DEFAULT_WRITE_BEHIND_BYTES, RestoreOptions, Step,
     VerifyOptions, restore, verify,
@@ -189,24 +189,7 @@ impl Disk for SyncLedger {
         let f = self.inner.open(path)?;
         Ok(self.wrap(path, f))
     }
-    fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> IoResult<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> IoResult<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create_dir_all(&self, path: &Path) -> IoResult<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> IoResult<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn is_dir(&self, path: &Path) -> IoResult<bool> {
-        self.inner.is_dir(path)
-    }
+    pass_through_dir_ops!();
 }
 
 /// A database with about 1.2 MB of pages in its checkpoint and about 200 KB of WAL in
