@@ -14,7 +14,7 @@
 //! runs backups beside the load, default 10 as the server's backup thread, `i` to put
 //! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`;
 //! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
-//! as the server); foreground commits/s and p99 commit latency (4 writer threads, one
+//! as the server); foreground commits/s and p99 (and p99.9) commit latency (4 writer threads, one
 //! small write per commit) for each setting while backups limited to `--rate-mb` run
 //! back to back on another thread (for at least `--load-secs` and until the last
 //! backup is complete, its syncs included), each such window paired with the load
@@ -162,7 +162,7 @@ fn fill(db: &Db, size_mib: u64) {
     db.checkpoint().expect("checkpoint");
 }
 
-/// Commits/s, p99 latency (µs) and the seconds measured, of 4 writer threads while
+/// Commits/s, p99 and p99.9 latency and the seconds measured, of 4 writer threads while
 /// `during` runs, for at least `secs` and until `during` returns (it is handed the
 /// start time).
 fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
@@ -200,8 +200,13 @@ fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
             .collect();
         let secs = t0.elapsed().as_secs_f64();
         all.sort_unstable();
-        let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
-        (all.len() as f64 / secs, p99, secs)
+        let at = |per_mille: usize| all.get(all.len() * per_mille / 1000).copied().unwrap_or(0);
+        Window {
+            cps: all.len() as f64 / secs,
+            p99: at(990),
+            p999: at(999),
+            secs,
+        }
     })
 }
 
@@ -261,13 +266,22 @@ fn run_backup(
     (t0.elapsed(), bytes)
 }
 
-/// One window of load: commits/s, p99 latency (µs), seconds.
-type Window = (f64, u64, f64);
+/// One window of load.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Commits per second.
+    cps: f64,
+    /// Commit latency percentiles, in µs.
+    p99: u64,
+    p999: u64,
+    /// The window's length.
+    secs: f64,
+}
 
 /// The changes of the first window of each pair against the second, in commits/s and
-/// in p99 latency: the median of the pairs, and the range of the p99 changes.
+/// in p99 and p99.9 latency: the median of the pairs, and the range of the p99 changes.
 fn pair_changes(pairs: &[(Window, Window)]) -> String {
-    let changes = |f: fn(&(f64, u64, f64)) -> f64| {
+    let changes = |f: fn(&Window) -> f64| {
         let mut v: Vec<f64> = pairs
             .iter()
             .map(|(w, a)| 100.0 * (f(w) - f(a)) / f(a).max(1.0))
@@ -275,11 +289,13 @@ fn pair_changes(pairs: &[(Window, Window)]) -> String {
         v.sort_by(f64::total_cmp);
         v
     };
-    let (c, p) = (changes(|w| w.0), changes(|w| w.1 as f64));
+    let (c, p) = (changes(|w| w.cps), changes(|w| w.p99 as f64));
+    let p999 = changes(|w| w.p999 as f64);
     format!(
-        "throughput {:+.1}%, p99 {:+.1}% (medians of {} pairs; p99 from {:+.1}% to {:+.1}%)",
+        "throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}% (medians of {} pairs; p99 from {:+.1}% to {:+.1}%)",
         median(&c),
         median(&p),
+        median(&p999),
         p.len(),
         p[0],
         p[p.len() - 1]
@@ -386,6 +402,8 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
         // faults). An untimed `cp` takes that cost, so neither timed one is flattered
         // or penalised by its place; they still alternate.
         time_cp(root, &name, false);
+        // The load's commits grow the database from one repetition to the next.
+        let db_bytes = dir_bytes(&root.join(&name));
         for sync in [rep % 2 == 1, rep % 2 == 0] {
             let rate = mb_per_s(db_bytes, time_cp(root, &name, sync));
             if sync { &mut cp_sync } else { &mut cp }.push(rate);
@@ -443,13 +461,13 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             }
             run("sync", &[]);
             let alone = before.unwrap_or_else(|| {
-                let w = load(&db, d.2, |_| {});
+                let w = load(&db, d.secs, |_| {});
                 run("sync", &[]);
                 w
             });
             base.push(alone);
             during[i].push((d, alone));
-            window_secs = d.2;
+            window_secs = d.secs;
         }
         // The control: the same pair of windows with no backup in the first, which
         // shows how far two neighbouring windows of the same load differ on their own
@@ -474,8 +492,8 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let restore = t0.elapsed();
 
     let (cp_med, cp_sync_med) = (median(&cp), median(&cp_sync));
-    let cps = |v: &[Window]| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
-    let p99 = |v: &[Window]| median(&v.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
+    let cps = |v: &[Window]| median(&v.iter().map(|x| x.cps).collect::<Vec<_>>());
+    let p99 = |v: &[Window]| median(&v.iter().map(|x| x.p99 as f64).collect::<Vec<_>>());
     let (base_cps, base_p99) = (cps(&base), p99(&base));
     println!("| database | {size_mib} MiB of values, {db_bytes} bytes on disk |");
     println!("| cp -r | {cp_med:.0} MB/s |");

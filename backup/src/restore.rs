@@ -6,8 +6,8 @@
 //! checked); those are checked on the one read the restore writes from (each file's
 //! crc32 and the page checks), and each backup's verify is completed with them before
 //! the restore commits. The WAL copies (small next to the pages) are read by the
-//! checks and once more to be cut, and that read must match the manifest's crc32
-//! too: every byte written is a byte checked. A restore that finds a
+//! checks before and after the pages and once more to be cut, and that read must
+//! match the manifest's crc32 too: every byte written is a byte checked. A restore that finds a
 //! problem, or fails to write, removes what it wrote and leaves the target as it found
 //! it (absent, or empty). Reading the backup once, not once to verify and again to
 //! write, is what makes a restore of a large backup take one read of it.
