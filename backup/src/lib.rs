@@ -35,8 +35,9 @@
 //!   wrong-size files, file checksums, page checksums, WAL continuity and the chain;
 //!   the deep mode restores into a scratch directory and opens the engine.
 //! - **Restore** ([`restore()`]) writes only into an empty or absent directory. It
-//!   checks the manifests and the chain's links first, then verifies every backup of
-//!   the chain on the same single read that it writes from, before its commit point (a
+//!   verifies every backup of the chain before writing, except for the bytes of the
+//!   pages files, which it checks on the single read it writes them from (the WAL it
+//!   writes is checked against the manifest's crc32), all before its commit point (a
 //!   rename); one that finds a problem removes what it wrote. Paths come from the
 //!   format, never from the manifest's strings, and a manifest path that would escape
 //!   is a verification problem. A point-in-time restore cuts the WAL at any timestamp between the

@@ -7,10 +7,11 @@
 //! crc32 and the page checks), and each backup's verify is completed with them before
 //! the restore commits. The WAL copies (small next to the pages) are read by the
 //! checks before and after the pages and once more to be cut, and that read must
-//! match the manifest's crc32 too: every byte written is a byte checked. A restore that finds a
-//! problem, or fails to write, removes what it wrote and leaves the target as it found
-//! it (absent, or empty). Reading the backup once, not once to verify and again to
-//! write, is what makes a restore of a large backup take one read of it.
+//! match the manifest's crc32 too: every byte written is a byte checked. A restore
+//! that finds a problem, or fails to write before its commit point, removes what it
+//! wrote and leaves the target as it found it (absent, or empty; directories it made
+//! above the target stay). Reading the pages once, not once to verify and again to
+//! write, halves what a restore of a large backup reads.
 //!
 //! Order of writes, so that a crash mid-restore never leaves a directory the engine
 //! would open as a (wrong) database: first an empty `data.restore`, made durable (the
@@ -26,10 +27,11 @@ use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file
 use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
 use crate::manifest::{BackupKind, Manifest, crc_hex};
 use crate::pages::{ENTRY_BYTES, PagesVerifier};
-use crate::verify::{PagesCheck, backup_dir, check_chain, page_expect, verify_dir_with};
+use crate::verify::{PagesCheck, Problem, backup_dir, check_chain, page_expect, verify_dir_with};
 use crate::walcopy;
 use ryu_engine::{DATA_FILE, Db, Options, PAGE_SIZE, Ts, WAL_DIR};
 use ryu_io::DynDisk;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 /// The data file's name while a restore writes it.
@@ -60,7 +62,10 @@ pub struct RestoreSummary {
 /// be absent or an empty directory. Every backup of the chain is verified as it is
 /// read (see the module's doc); on any problem the restore fails with
 /// [`Error::VerifyFailed`] (or [`Error::BrokenChain`]) and the target is left as it
-/// was found.
+/// was found. So is it on an I/O error before the commit point (the rename of
+/// `data.restore` to `data`); a failed rename leaves `data.restore`, which the engine
+/// refuses to open, and a failed directory sync after it a restored database whose
+/// rename may not be durable: remove the target and restore again.
 pub fn restore(
     disk: &DynDisk,
     dest: &Path,
@@ -117,7 +122,14 @@ pub fn restore(
         .exists(target)
         .map_err(|e| Error::io("stat", target, e))?;
     let tmp = target.join(RESTORE_TMP);
-    let written = write_restore(disk, dest, &chain, target_disk, target, ts).inspect_err(|_| {
+    let mut created = false;
+    let written = write_restore(disk, dest, &chain, target_disk, target, ts, &mut created);
+    let written = written.inspect_err(|_| {
+        if !created {
+            // Not even `data.restore` was made: anything in the target is not ours
+            // (another restore into it that got there first).
+            return;
+        }
         // Best effort: the error that stopped the restore is the one to report. The
         // WAL goes first and `data.restore` last (see the module's doc).
         let _ = fsutil::remove_tree(target_disk, &target.join(WAL_DIR))
@@ -130,7 +142,9 @@ pub fn restore(
                 .and_then(|()| target_disk.sync_dir(parent_of(target)))
         };
     })?;
-    // The commit point.
+    // The commit point. Past it nothing is removed: a failed rename leaves
+    // `data.restore` (the engine refuses the directory), and a rename that may have
+    // happened must not lose its WAL.
     target_disk
         .rename(&tmp, &target.join(DATA_FILE))
         .map_err(|e| Error::io("rename", &tmp, e))?;
@@ -149,6 +163,7 @@ fn write_restore(
     tdisk: &DynDisk,
     target: &Path,
     ts: Ts,
+    created: &mut bool,
 ) -> Result<RestoreSummary> {
     let (src_dir, last) = chain.last().expect("a chain has a last backup");
     let io = |what: &'static str, p: &Path| {
@@ -163,6 +178,7 @@ fn write_restore(
         .create_dir_all(target)
         .map_err(io("create dir", target))?;
     let data = tdisk.create(&tmp).map_err(io("create", &tmp))?;
+    *created = true;
     tdisk
         .sync_dir(parent_of(target))
         .and_then(|()| tdisk.sync_dir(target))
@@ -223,10 +239,10 @@ fn write_restore(
         // A full backup's pages ascend, so the data file is written front to back
         // (holes for free pages); an incremental overlays it again from the front.
         let mut behind = WriteBehind::new(0, DEFAULT_WRITE_BEHIND_BYTES, false);
-        let mut failed: Option<Error> = None;
+        let failed: RefCell<Option<Error>> = RefCell::new(None);
         let mut buf = Vec::new();
         let mut write = |entries: &[u8]| {
-            if failed.is_some() {
+            if failed.borrow().is_some() {
                 return;
             }
             // Consecutive page numbers go out in one write.
@@ -245,7 +261,7 @@ fn write_restore(
                 let next = run_start.map(|f: u64| f + (buf.len() / PAGE_SIZE) as u64);
                 if next != Some(no) {
                     if let Err(err) = flush(run_start, &mut buf) {
-                        failed = Some(err);
+                        *failed.borrow_mut() = Some(err);
                         return;
                     }
                     run_start = Some(no);
@@ -259,17 +275,30 @@ fn write_restore(
                 pages_written += 1;
             }
             if let Err(err) = flush(run_start, &mut buf) {
-                failed = Some(err);
+                *failed.borrow_mut() = Some(err);
             }
         };
+        // A step at a time, so that a failed write stops the reading too.
         let mut verifier = PagesVerifier::new(dir, expect, false);
-        while !verifier.advance_into(disk, u64::MAX, None, &mut write) {}
-        if let Some(e) = failed {
+        while !verifier.advance_into(disk, 8 << 20, None, &mut write) {
+            if failed.borrow().is_some() {
+                break;
+            }
+        }
+        if let Some(e) = failed.into_inner() {
             return Err(e);
         }
-        // The rest of verify, with the pages as they were read and written.
+        // The rest of verify, with the pages as they were read and written. Its
+        // manifest must be the one the restore used: were the backup replaced under
+        // it, the page expectations could differ and verify read the pages anew, so
+        // that no check would have covered the bytes written.
         let pages = PagesCheck::Done(expect, verifier.finish());
-        let report = verify_dir_with(disk, dest, dir, pages)?;
+        let mut report = verify_dir_with(disk, dest, dir, pages)?;
+        if report.manifest.as_ref() != Some(m) {
+            report.problems.push(Problem::Manifest {
+                detail: "the manifest changed while the restore read the backup".into(),
+            });
+        }
         if !report.is_ok() {
             return Err(Error::VerifyFailed {
                 id: m.backup_id.clone(),
