@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `ryu` binary under test.
@@ -35,13 +35,46 @@ impl Clock {
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1: all are bound at once (so they differ), then
-/// released for the child to bind. (Another process could take one in between; the
-/// window is a few milliseconds.)
+/// `n` distinct free ports on 127.0.0.1 for a child to listen on, from below the
+/// kernel's ephemeral range. Ports picked by binding port 0 came from that range, and
+/// between their release and the child's bind any outgoing connection (the tests'
+/// own clients, in parallel tests) could take one as its local port: a node then
+/// failed with "Address already in use" (about one run in ten of this binary). Below
+/// the range only other listeners compete: a counter keeps this process's tests apart,
+/// the process id spreads concurrent test processes, and each port is checked free by
+/// binding it (all `n` at once, so they differ).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The low end of the ephemeral range (Linux); a machine without the file, or
+    // with a range that leaves too little below it, gets ports from the kernel.
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    const FIRST: u32 = 10_000;
+    if low < FIRST + 2_000 {
+        let listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        return listeners
+            .iter()
+            .map(|l| l.local_addr().expect("a bound address").port())
+            .collect();
+    }
+    let span = low - FIRST;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let mut listeners = Vec::new();
+    for _ in 0..span {
+        if listeners.len() == n {
+            break;
+        }
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = FIRST + (start + k) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            listeners.push(l);
+        }
+    }
+    assert_eq!(listeners.len(), n, "no {n} free ports below {low}");
     listeners
         .iter()
         .map(|l| l.local_addr().expect("a bound address").port())
