@@ -692,23 +692,30 @@ fn restore_reads_the_backup_once_and_writes_only_bytes_it_checked() {
     assert!(refused > 0);
 }
 
+/// A view of `d` that runs `act` once, after the first read of a file under `under`.
+fn on_first_read(d: &DynDisk, under: PathBuf, act: impl Fn() + Send + Sync + 'static) -> DynDisk {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    Arc::new(ReadTap::new(
+        d.clone(),
+        Arc::new(move |p: &Path, _, _: &mut [u8]| {
+            if p.starts_with(&under) && !done.swap(true, Ordering::SeqCst) {
+                act();
+            }
+        }),
+    ))
+}
+
 /// A backup replaced while a restore reads it is refused: the verify that completes
 /// the restore must see the manifest the restore used (another one could expect other
 /// pages, and verify would then check a read the restore did not write from).
 #[test]
 fn a_manifest_replaced_during_a_restore_is_refused() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let d = setup(13);
-    let done = Arc::new(AtomicBool::new(false));
     let inner = d.clone();
-    let tap: DynDisk = Arc::new(ReadTap::new(
-        d.clone(),
-        Arc::new(move |p: &Path, _, _: &mut [u8]| {
-            if p.starts_with(dir("inc").join("pages")) && !done.swap(true, Ordering::SeqCst) {
-                resign(&inner, "inc", |m| m.created_unix_ns += 1);
-            }
-        }),
-    ));
+    let tap = on_first_read(&d, dir("inc").join("pages"), move || {
+        resign(&inner, "inc", |m| m.created_unix_ns += 1);
+    });
     let target = Path::new("restore-target");
     let e = restore(
         &tap,
@@ -730,23 +737,16 @@ fn a_manifest_replaced_during_a_restore_is_refused() {
 /// target got there first) removes nothing: what is in the target is not its own.
 #[test]
 fn a_restore_that_loses_the_race_for_its_target_removes_nothing() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let d = setup(14);
     let target = Path::new("restore-target");
-    let done = Arc::new(AtomicBool::new(false));
     let inner = d.clone();
     // The other restore creates its `data.restore` after this one found the target
     // absent, while this one checks the backup.
-    let tap: DynDisk = Arc::new(ReadTap::new(
-        d.clone(),
-        Arc::new(move |p: &Path, _, _: &mut [u8]| {
-            if p.starts_with(DEST) && !done.swap(true, Ordering::SeqCst) {
-                inner.create_dir_all(target).unwrap();
-                let f = inner.create(&target.join(ryu_backup::RESTORE_TMP)).unwrap();
-                f.write_at(0, b"the other restore's").unwrap();
-            }
-        }),
-    ));
+    let tap = on_first_read(&d, PathBuf::from(DEST), move || {
+        inner.create_dir_all(target).unwrap();
+        let f = inner.create(&target.join(ryu_backup::RESTORE_TMP)).unwrap();
+        f.write_at(0, b"the other restore's").unwrap();
+    });
     restore(
         &tap,
         Path::new(DEST),
