@@ -14,7 +14,7 @@
 //! runs backups beside the load, default 10 as the server's backup thread, `i` to put
 //! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`;
 //! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
-//! as the server); foreground commits/s and p99 (and p99.9) commit latency (4 writer threads, one
+//! as the server); foreground commits/s and p99 (and p99.9, p99.99 and the longest) commit latency (4 writer threads, one
 //! small write per commit) for each setting while backups limited to `--rate-mb` run
 //! back to back on another thread (for at least `--load-secs` and until the last
 //! backup is complete, its syncs included), each such window paired with the load
@@ -162,7 +162,7 @@ fn fill(db: &Db, size_mib: u64) {
     db.checkpoint().expect("checkpoint");
 }
 
-/// Commits/s, p99 and p99.9 latency and the seconds measured, of 4 writer threads while
+/// Commits/s, latency percentiles, the longest commit and the seconds measured, of 4 writer threads while
 /// `during` runs, for at least `secs` and until `during` returns (it is handed the
 /// start time).
 fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
@@ -200,11 +200,13 @@ fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
             .collect();
         let secs = t0.elapsed().as_secs_f64();
         all.sort_unstable();
-        let at = |per_mille: usize| all.get(all.len() * per_mille / 1000).copied().unwrap_or(0);
+        let at = |per_10k: usize| all.get(all.len() * per_10k / 10_000).copied().unwrap_or(0);
         Window {
             cps: all.len() as f64 / secs,
-            p99: at(990),
-            p999: at(999),
+            p99: at(9_900),
+            p999: at(9_990),
+            p9999: at(9_999),
+            max: all.last().copied().unwrap_or(0),
             secs,
         }
     })
@@ -271,15 +273,18 @@ fn run_backup(
 struct Window {
     /// Commits per second.
     cps: f64,
-    /// Commit latency percentiles, in µs.
+    /// Commit latency percentiles and the longest commit, in µs.
     p99: u64,
     p999: u64,
+    p9999: u64,
+    max: u64,
     /// The window's length.
     secs: f64,
 }
 
 /// The changes of the first window of each pair against the second, in commits/s and
-/// in p99 and p99.9 latency: the median of the pairs, and the range of the p99 changes.
+/// in p99, p99.9 and p99.99 latency: the median of the pairs, and the range of the p99
+/// changes; and the median longest commit of each side.
 fn pair_changes(pairs: &[(Window, Window)]) -> String {
     let changes = |f: fn(&Window) -> f64| {
         let mut v: Vec<f64> = pairs
@@ -291,11 +296,25 @@ fn pair_changes(pairs: &[(Window, Window)]) -> String {
     };
     let (c, p) = (changes(|w| w.cps), changes(|w| w.p99 as f64));
     let p999 = changes(|w| w.p999 as f64);
+    let p9999 = changes(|w| w.p9999 as f64);
+    // The longest commit is one sample, not a rate: shown as the median of each
+    // side's, in ms, rather than as a change.
+    let max_ms = |f: fn(&(Window, Window)) -> u64| {
+        median(
+            &pairs
+                .iter()
+                .map(|w| f(w) as f64 / 1000.0)
+                .collect::<Vec<_>>(),
+        )
+    };
     format!(
-        "throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}% (medians of {} pairs; p99 from {:+.1}% to {:+.1}%)",
+        "throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}%, p99.99 {:+.1}%, longest commit {:.1} ms against {:.1} ms (medians of {} pairs; p99 from {:+.1}% to {:+.1}%)",
         median(&c),
         median(&p),
         median(&p999),
+        median(&p9999),
+        max_ms(|w| w.0.max),
+        max_ms(|w| w.1.max),
         p.len(),
         p[0],
         p[p.len() - 1]

@@ -26,7 +26,7 @@ pub enum BackupStatus {
     /// Under a backup's name but its manifest is missing or damaged.
     Corrupt { detail: String },
     /// Finalized by a build with another format version (its manifest's
-    /// `manifest_version` is not [`crate::MANIFEST_VERSION`]): this build neither reads
+    /// `manifest_version` is not [`crate::manifest::MANIFEST_VERSION`]): this build neither reads
     /// nor prunes it.
     Unsupported { detail: String },
 }

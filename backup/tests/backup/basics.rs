@@ -222,6 +222,14 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
     let total = job.progress().bytes_total;
     c.advance(total / 16384 * 1_000_000_000 + 2_000_000_000);
     while !matches!(job.step(u64::MAX).unwrap(), Step::Done(_)) {}
+    // A rate of zero is refused before the job takes the lock or a pin: such a job
+    // would hold both and never move.
+    let mut o = options("zero", None);
+    o.max_bytes_per_sec = Some(0);
+    let e = BackupJob::start(&db, d.clone(), Path::new(DEST), clock(), o).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("max_bytes_per_sec is 0"), "{e}");
+    backup(&db, &d, "after-zero", None);
 }
 
 #[test]
