@@ -2,7 +2,7 @@
 //! recursive removal, safe relative paths, and the destination lock file.
 
 use crate::error::{Error, Result};
-use ryu_io::{DynDisk, DynFile, IoError};
+use ryu_io::{DynDisk, DynFile, IoError, IoResult};
 use std::path::{Component, Path, PathBuf};
 
 /// Name of the lock file in a destination directory.
@@ -229,6 +229,19 @@ pub fn remove_tree(disk: &DynDisk, path: &Path) -> Result<()> {
 }
 
 /// The parent of `path` as the disk names it (`""` for the root).
+/// Remove the directories a failed operation made (`ryu_io::create_dir_all_synced`'s
+/// list, outermost first), innermost first, and sync the parent of the outermost. Each
+/// must be empty by then; the first that is not (someone else's) stops the removal.
+pub(crate) fn remove_made_dirs(disk: &DynDisk, made: &[PathBuf]) -> IoResult<()> {
+    let Some(outermost) = made.first() else {
+        return Ok(());
+    };
+    for d in made.iter().rev() {
+        disk.remove(d)?;
+    }
+    disk.sync_dir(parent_of(outermost))
+}
+
 pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
@@ -276,10 +289,8 @@ pub fn safe_relative(path: &str) -> Result<PathBuf> {
 /// left by a crashed job stays until [`break_lock`] removes it: without process ids in
 /// a deterministic core, only the operator can tell a stale lock from a live one.
 pub(crate) fn acquire_lock(disk: &DynDisk, dest: &Path, holder: &str) -> Result<()> {
-    disk.create_dir_all(dest)
-        .map_err(|e| Error::io("create dir", dest, e))?;
-    disk.sync_dir(parent_of(dest))
-        .map_err(|e| Error::io("sync dir", parent_of(dest), e))?;
+    // Every directory made for `dest` is durable before a backup is published in it.
+    ryu_io::create_dir_all_synced(&**disk, dest).map_err(|e| Error::io("create dir", dest, e))?;
     let path = dest.join(LOCK_FILE);
     match disk.create(&path) {
         Ok(f) => {

@@ -23,7 +23,7 @@
 //! engine refuses too.
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, WriteBehind, is_absent_or_empty, parent_of, write_file_synced};
+use crate::fsutil::{self, WriteBehind, is_absent_or_empty, write_file_synced};
 use crate::job::DEFAULT_WRITE_BEHIND_BYTES;
 use crate::manifest::{BackupKind, Manifest, crc_hex};
 use crate::pages::{ENTRY_BYTES, PagesVerifier};
@@ -118,28 +118,24 @@ pub fn restore(
     if ts < from_ts || ts > to_ts {
         return Err(Error::NotCovered { ts, from_ts, to_ts });
     }
-    let existed = target_disk
-        .exists(target)
-        .map_err(|e| Error::io("stat", target, e))?;
     let tmp = target.join(RESTORE_TMP);
-    let mut created = false;
-    let written = write_restore(disk, dest, &chain, target_disk, target, ts, &mut created);
+    let mut made = Made::default();
+    let written = write_restore(disk, dest, &chain, target_disk, target, ts, &mut made);
     let written = written.inspect_err(|_| {
-        if !created {
+        if !made.data_restore {
             // Not even `data.restore` was made: anything in the target is not ours
             // (another restore into it that got there first).
             return;
         }
         // Best effort: the error that stopped the restore is the one to report. The
-        // WAL goes first and `data.restore` last (see the module's doc).
+        // WAL goes first and `data.restore` last (see the module's doc), then the
+        // directories made for the target, innermost first.
         let _ = fsutil::remove_tree(target_disk, &target.join(WAL_DIR))
             .and_then(|()| fsutil::remove_tree(target_disk, &tmp));
-        let _ = if existed {
+        let _ = if made.dirs.is_empty() {
             target_disk.sync_dir(target)
         } else {
-            target_disk
-                .remove(target)
-                .and_then(|()| target_disk.sync_dir(parent_of(target)))
+            fsutil::remove_made_dirs(target_disk, &made.dirs)
         };
     })?;
     // The commit point. Past it nothing is removed: a failed rename leaves
@@ -154,6 +150,16 @@ pub fn restore(
     Ok(written)
 }
 
+/// What a restore made in the target's file system, for the clean-up of a failed one.
+#[derive(Debug, Default)]
+struct Made {
+    /// The directories made for the target, outermost first.
+    dirs: Vec<PathBuf>,
+    /// `data.restore` was created by this restore (not by another one that got to the
+    /// target first).
+    data_restore: bool,
+}
+
 /// Everything up to the commit point: the WAL and `data.restore`, synced, each backup
 /// of `chain` verified on the bytes written.
 fn write_restore(
@@ -163,7 +169,7 @@ fn write_restore(
     tdisk: &DynDisk,
     target: &Path,
     ts: Ts,
-    created: &mut bool,
+    made: &mut Made,
 ) -> Result<RestoreSummary> {
     let (src_dir, last) = chain.last().expect("a chain has a last backup");
     let io = |what: &'static str, p: &Path| {
@@ -173,16 +179,14 @@ fn write_restore(
     // `data.restore` exists durably before anything else is written: until the final
     // rename, the engine refuses the directory (a foreign name) instead of creating a
     // fresh database in it or replaying a WAL without its pages.
+    // Every directory made for the target is durable in its parent before the restore
+    // reports success: a restored database must not vanish with a new parent.
     let tmp = target.join(RESTORE_TMP);
-    tdisk
-        .create_dir_all(target)
-        .map_err(io("create dir", target))?;
+    made.dirs =
+        ryu_io::create_dir_all_synced(&**tdisk, target).map_err(io("create dir", target))?;
     let data = tdisk.create(&tmp).map_err(io("create", &tmp))?;
-    *created = true;
-    tdisk
-        .sync_dir(parent_of(target))
-        .and_then(|()| tdisk.sync_dir(target))
-        .map_err(io("sync dir", target))?;
+    made.data_restore = true;
+    tdisk.sync_dir(target).map_err(io("sync dir", target))?;
     tdisk
         .create_dir_all(&target.join(WAL_DIR))
         .and_then(|()| tdisk.sync_dir(target))

@@ -413,13 +413,9 @@ impl Db {
         );
         let data_path = dir.join(DATA_FILE);
         let wal_dir = dir.join(WAL_DIR);
-        if !disk.exists(dir).map_err(|e| Error::io("open", e))? {
-            disk.create_dir_all(dir)
-                .map_err(|e| Error::io("create dir", e))?;
-            let parent = dir.parent().unwrap_or(Path::new(""));
-            disk.sync_dir(parent)
-                .map_err(|e| Error::io("sync dir", e))?;
-        }
+        // Every directory made here is durable in its parent before anything is
+        // written inside: a database in a new `a/b/db` must not vanish with `a`.
+        ryu_io::create_dir_all_synced(&*disk, dir).map_err(|e| Error::io("create dir", e))?;
         let entries = disk.list(dir).map_err(|e| Error::io("list", e))?;
         if !entries.iter().any(|e| e == DATA_FILE) {
             if let Some(other) = entries.iter().find(|e| *e != WAL_DIR && *e != DATA_TMP) {
@@ -852,7 +848,7 @@ fn create_fresh(disk: &DynDisk, dir: &Path, wal_dir: &Path) -> Result<()> {
     if disk.exists(&tmp).map_err(io("create"))? {
         disk.remove(&tmp).map_err(io("create"))?;
     }
-    disk.create_dir_all(wal_dir).map_err(io("create wal dir"))?;
+    ryu_io::create_dir_all_synced(&**disk, wal_dir).map_err(io("create wal dir"))?;
     disk.sync_dir(wal_dir).map_err(io("create wal dir"))?;
     let sb = Superblock {
         generation: 1,

@@ -37,7 +37,7 @@ pub mod rng;
 mod std_disk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use disk::{Disk, DynDisk, DynFile, File, check_relative};
+pub use disk::{Disk, DynDisk, DynFile, File, check_relative, create_dir_all_synced};
 pub use error::{IoError, IoResult};
 pub use priority::{set_thread_io_idle, set_thread_nice};
 pub use std_disk::StdDisk;

@@ -536,11 +536,7 @@ impl Node {
     /// Pin the engine's state as of now (the applied index) and start copying it.
     fn start_job(&mut self, purpose: Purpose, id: String, dest: PathBuf) -> Result<(), String> {
         let target = self.options.backup.clone().expect("a backup store");
-        target
-            .disk
-            .create_dir_all(&dest)
-            .and_then(|()| target.disk.sync_dir(&dest))
-            .map_err(store_error)?;
+        ryu_io::create_dir_all_synced(&*target.disk, &dest).map_err(store_error)?;
         let (index, term) = (self.applied.index, self.applied.term);
         let options = BackupOptions {
             id: BackupId::new(&id).map_err(|e| e.to_string())?,
@@ -1039,13 +1035,11 @@ impl Node {
                     // No node started its part (each restarted or installed a snapshot
                     // past the barrier first), so nothing made the backup's directory:
                     // make it, durably, for the failed verdict.
-                    Err(e) if e.is_not_found() => target
-                        .disk
-                        .create_dir_all(&dir)
-                        .and_then(|()| target.disk.sync_dir(&target.dir))
-                        .and_then(|()| {
+                    Err(e) if e.is_not_found() => {
+                        ryu_io::create_dir_all_synced(&*target.disk, &dir).and_then(|_| {
                             write_file_atomic(&target.disk, &dir, CLUSTER_MANIFEST, &json)
-                        }),
+                        })
+                    }
                     other => other,
                 };
                 if written.is_err() {

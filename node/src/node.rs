@@ -274,7 +274,7 @@ impl Node {
                 4 * MAX_COMMAND_BYTES
             )));
         }
-        disk.create_dir_all(dir)?;
+        ryu_io::create_dir_all_synced(&*disk, dir)?;
         let cluster_id = open_cluster_id(&disk, dir, options.cluster_id)?;
         let engine_dir = snapshots::engine_dir(&disk, dir)?;
         // What was just read may be visible but not durable: a snapshot install that

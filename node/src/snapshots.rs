@@ -461,10 +461,7 @@ pub fn restore_cluster_node(
             node_dir.display()
         )));
     }
-    disk.create_dir_all(node_dir)?;
-    if let Some(parent) = node_dir.parent() {
-        disk.sync_dir(parent)?;
-    }
+    ryu_io::create_dir_all_synced(&**disk, node_dir)?;
     // The new cluster id first: a node that crashes half restored can never join
     // the old cluster (its directory refuses to open without ENGINE, written last).
     write_file_atomic(

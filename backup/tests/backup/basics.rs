@@ -436,6 +436,38 @@ fn a_crash_mid_restore_never_leaves_a_database_that_opens_wrong() {
     );
 }
 
+/// Regression: a restore into a new `deep/er/t` synced only `deep/er` (which holds
+/// `t`), so a power cut after it reported success could drop `deep`, and the restored
+/// database with it. Every directory made is now synced into its parent.
+#[test]
+fn regression_a_restore_into_new_nested_directories_survives_a_power_cut() {
+    use ryu_sim::SimDisk;
+    let d = disk(13);
+    let db = open(&d, DB);
+    let mut model = Model::default();
+    commit_some(&db, &mut model, 0, 50);
+    db.checkpoint().unwrap();
+    let snap = commit_some(&db, &mut model, 1, 20);
+    backup(&db, &d, "full", None);
+    let target = Path::new("deep/er/t");
+    for seed in 0..16 {
+        let sim = SimDisk::new(seed);
+        let plain: DynDisk = Arc::new(sim.clone());
+        restore(
+            &d,
+            Path::new(DEST),
+            "full",
+            &plain,
+            target,
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        sim.crash();
+        let r = Db::open(Arc::new(sim.clone()), target, small_options()).unwrap();
+        assert_eq!(read_all(&r), model.state_at(snap), "seed {seed}");
+    }
+}
+
 /// The replicated case's fields travel in the manifest, and the manifest is JSON a
 /// human can read.
 #[test]

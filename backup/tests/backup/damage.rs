@@ -45,9 +45,10 @@ fn check(d: &DynDisk, id: &str) -> VerifyReport {
     verify(d, Path::new(DEST), id, &VerifyOptions::default()).unwrap()
 }
 
-/// Restore must refuse and leave the target absent.
+/// Restore must refuse and leave the target absent, and the new directories above it
+/// too.
 fn assert_restore_refused(d: &DynDisk, id: &str) {
-    let target = Path::new("restore-target");
+    let target = Path::new("restored/in/target");
     let e = restore(
         d,
         Path::new(DEST),
@@ -62,6 +63,10 @@ fn assert_restore_refused(d: &DynDisk, id: &str) {
         "{e}"
     );
     assert!(!d.exists(target).unwrap(), "restore wrote into its target");
+    assert!(
+        !d.exists(Path::new("restored")).unwrap(),
+        "restore left the directories it made"
+    );
 }
 
 fn read(d: &DynDisk, path: &Path) -> Vec<u8> {

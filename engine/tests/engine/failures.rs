@@ -123,6 +123,24 @@ fn regression_replayed_wal_from_a_failed_sync_is_made_durable_on_open() {
     assert_eq!(r.get(b"doubt").unwrap(), doubt);
 }
 
+/// Regression: opening a database in a new `a/b/db` synced only `a/b` (which holds
+/// `db`), so a power cut could drop `a` from the root, and with it every commit made
+/// since. Every directory made is now synced into its parent first.
+#[test]
+fn regression_a_database_in_new_nested_directories_survives_a_power_cut() {
+    let dir = Path::new("a/b/db");
+    for seed in 0..16 {
+        let disk = SimDisk::new(seed);
+        let db = Db::open(Arc::new(disk.clone()), dir, small_options()).unwrap();
+        put(&db, "k", b"v").unwrap();
+        drop(db);
+        disk.crash();
+        let db = Db::open(Arc::new(disk.clone()), dir, small_options()).unwrap();
+        let got = db.begin_read().get(b"k").unwrap();
+        assert_eq!(got, Some(b"v".to_vec()), "seed {seed}: the commit was lost");
+    }
+}
+
 #[test]
 fn failed_checkpoint_sync_poisons() {
     let disk = SimDisk::new(12);
