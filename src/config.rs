@@ -103,6 +103,13 @@ impl ServeConfig {
         if self.tick_ms == 0 {
             return Err("tick_ms must be positive".into());
         }
+        if self.backup_rate_mib.checked_mul(1 << 20).is_none() {
+            return Err(format!(
+                "backup_rate_mib {} is too large (at most {} MiB/s; 0 for no limit)",
+                self.backup_rate_mib,
+                u64::MAX >> 20
+            ));
+        }
         let initial = self.initial_members()?;
         let extra = parse_members(&self.peers).map_err(|e| format!("peers: {e}"))?;
         if let Some(addr) = initial.get(&self.id).or(extra.get(&self.id))
@@ -204,6 +211,19 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.initial_members().unwrap().len(), 1);
         assert!(c.dial_targets().is_empty());
+    }
+
+    /// A rate whose bytes per second overflow is refused (it wrapped, to 0 for 2^44,
+    /// which a backup job refuses, or to a smaller rate); the largest that fits is not.
+    #[test]
+    fn a_backup_rate_that_overflows_is_refused() {
+        let mut c = ServeConfig {
+            backup_rate_mib: 1 << 44,
+            ..ServeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("too large"));
+        c.backup_rate_mib = u64::MAX >> 20;
+        c.validate().unwrap();
     }
 
     #[test]

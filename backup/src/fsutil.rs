@@ -228,20 +228,30 @@ pub fn remove_tree(disk: &DynDisk, path: &Path) -> Result<()> {
     disk.remove(path).map_err(|e| Error::io("remove", path, e))
 }
 
-/// The parent of `path` as the disk names it (`""` for the root).
 /// Remove the directories a failed operation made (`ryu_io::create_dir_all_synced`'s
-/// list, outermost first), innermost first, and sync the parent of the outermost. Each
-/// must be empty by then; the first that is not (someone else's) stops the removal.
+/// list, outermost first), innermost first, and sync the parent of the last one
+/// removed. Each must be empty by then; the first that is not stops the removal: it
+/// holds something else's (another restore into a new sibling of the target that
+/// shares the new parents, say), and it and the directories above it stay.
 pub(crate) fn remove_made_dirs(disk: &DynDisk, made: &[PathBuf]) -> IoResult<()> {
-    let Some(outermost) = made.first() else {
-        return Ok(());
-    };
+    let mut removed = None;
+    let mut outcome = Ok(());
     for d in made.iter().rev() {
-        disk.remove(d)?;
+        match disk.remove(d) {
+            Ok(()) => removed = Some(d),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
     }
-    disk.sync_dir(parent_of(outermost))
+    match removed {
+        Some(d) => disk.sync_dir(parent_of(d)).and(outcome),
+        None => outcome,
+    }
 }
 
+/// The parent of `path` as the disk names it (`""` for the root).
 pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }

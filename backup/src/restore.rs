@@ -9,8 +9,8 @@
 //! checks before and after the pages and once more to be cut, and that read must
 //! match the manifest's crc32 too: every byte written is a byte checked. A restore
 //! that finds a problem, or fails to write before its commit point, removes what it
-//! wrote and leaves the target as it found it (absent, or empty; directories it made
-//! above the target stay). Reading the pages once, not once to verify and again to
+//! wrote and leaves the target as it found it (absent, or empty), and removes the new
+//! directories it made above it. Reading the pages once, not once to verify and again to
 //! write, halves what a restore of a large backup reads.
 //!
 //! Order of writes, so that a crash mid-restore never leaves a directory the engine

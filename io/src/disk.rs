@@ -108,29 +108,30 @@ pub fn check_relative(path: &Path) -> IoResult<()> {
     Ok(())
 }
 
-/// Create `dir` and any missing parents durably: before it returns, every directory it
-/// made is synced into its parent. `Disk::create_dir_all` alone leaves those entries
-/// volatile, and syncing only `dir`'s own parent leaves the outer ones so: a power cut
-/// could then drop the outermost new directory, and with it everything later written
-/// and synced inside (a database, a backup). Returns the directories made, outermost
-/// first (none if `dir` was there), so a caller that fails can remove them again.
+/// Create `dir` and any missing parents durably: before it returns, every directory on
+/// the path, `dir` included, is synced into its parent. `Disk::create_dir_all` alone
+/// leaves new entries volatile, and syncing only `dir`'s own parent leaves the outer
+/// ones so: a power cut could then drop the outermost new directory, and with it
+/// everything later written and synced inside (a database, a backup). Directories that
+/// were already there are synced too: one made by an earlier call that failed before
+/// its sync is visible but may not be durable. Returns the directories this call made,
+/// outermost first (none if `dir` was there), so a caller that fails can remove them.
 pub fn create_dir_all_synced(disk: &dyn Disk, dir: &Path) -> IoResult<Vec<PathBuf>> {
+    let on_path: Vec<&Path> = dir
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
     let mut made = Vec::new();
-    let mut at = Some(dir);
-    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+    for p in &on_path {
         if disk.exists(p)? {
             break;
         }
         made.push(p.to_path_buf());
-        at = p.parent();
     }
     made.reverse();
-    if made.is_empty() {
-        return Ok(made);
-    }
     disk.create_dir_all(dir)?;
-    for d in &made {
-        disk.sync_dir(d.parent().unwrap_or(Path::new("")))?;
+    for p in on_path.iter().rev() {
+        disk.sync_dir(p.parent().unwrap_or(Path::new("")))?;
     }
     Ok(made)
 }

@@ -105,26 +105,22 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
-/// Create `dir` and any missing parents, each synced into its parent before this
-/// returns (as `ryu_io::create_dir_all_synced` does for the core's disks): a data or
-/// backup directory made here must not vanish in a power cut with the commits and
-/// backups later synced inside it.
+/// Create `dir` and any missing parents, and sync every directory on the path into
+/// its parent before this returns (as `ryu_io::create_dir_all_synced` does for the
+/// core's disks): a data or backup directory made here must not vanish in a power cut
+/// with the commits and backups later synced inside it.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the shell owns real files
 fn ensure_dir(dir: &Path) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot create {}: {e}", dir.display());
-    let mut made = Vec::new();
-    let mut at = Some(dir);
-    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if p.exists() {
-            break;
-        }
-        made.push(p);
-        at = p.parent();
-    }
     std::fs::create_dir_all(dir).map_err(fail)?;
-    for d in made.iter().rev() {
-        let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
-        std::fs::File::open(parent.unwrap_or(Path::new(".")))
+    // Each directory's parent: `/` has none, a relative path's first one is `.`.
+    for parent in dir.ancestors().filter_map(Path::parent) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        std::fs::File::open(parent)
             .and_then(|f| f.sync_all())
             .map_err(fail)?;
     }
@@ -246,6 +242,9 @@ mod tests {
         super::ensure_dir(&dir).unwrap();
         std::fs::write(tmp.path().join("file"), b"x").unwrap();
         let e = super::ensure_dir(&tmp.path().join("file/d")).unwrap_err();
-        assert!(e.starts_with("cannot create ") && e.contains("file/d"), "{e}");
+        assert!(
+            e.starts_with("cannot create ") && e.contains("file/d"),
+            "{e}"
+        );
     }
 }

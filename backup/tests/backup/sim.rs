@@ -132,6 +132,16 @@ fn backup_sweep() {
     }
 }
 
+/// Regression (seed 17062 of a 20,000-seed sweep): with directory creation synced only
+/// for what it made, a job whose sync of the new destination failed left `backups`
+/// visible but not durable; the next job found it there, synced nothing above it, and
+/// completed; a power cut then took `backups` and the completed backup with it ("done
+/// backup b0002 is not listed complete"). Every directory on the path is now synced.
+#[test]
+fn regression_seed_17062_an_unsynced_destination_left_by_a_failed_job_is_made_durable() {
+    run_seed(17062, &mut Totals::default(), Bug::default());
+}
+
 /// No planted bug (the feature is off).
 #[cfg(not(feature = "planted-bugs"))]
 #[derive(Debug, Default, Clone, Copy)]
