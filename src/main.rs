@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Cap each backup job's read rate in MiB/s (0: unlimited).
     #[arg(long)]
     backup_rate_mib: Option<u64>,
+    /// Each backup job's write-behind window in KiB (default 8192; 0: none).
+    #[arg(long)]
+    backup_write_behind_kib: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +200,9 @@ fn serve(a: ServeArgs) -> CliResult {
     );
     if a.password.is_some() {
         c.password = a.password;
+    }
+    if a.backup_write_behind_kib.is_some() {
+        c.backup_write_behind_kib = a.backup_write_behind_kib;
     }
     c.validate().map_err(Failure::usage)?;
     ryu_server::server::serve(c).map_err(Failure::failed)

@@ -246,7 +246,10 @@ fn run_backup(
         }
         match step {
             Step::Done(s) => break s,
-            Step::Throttled(_) => std::thread::sleep(Duration::from_millis(5)),
+            // As the server's backup thread: until the job may go on, at most 5 ms.
+            Step::Throttled(_) => std::thread::sleep(
+                Duration::from_nanos(job.next_step_in_ns()).min(Duration::from_millis(5)),
+            ),
             Step::Progress(_) => {}
         }
         let p = job.progress();

@@ -98,7 +98,10 @@ impl WriteBehind {
     }
 
     /// Everything below `end` has been written: start every window that is now
-    /// complete, and wait for all but the newest window started.
+    /// complete, one at a time, each followed by a wait for all but the newest window
+    /// started. Interleaved, so that a write spanning many windows still keeps at
+    /// most two in flight: started all at once, they would reach the device as one
+    /// burst that the database's commit syncs queue behind.
     pub(crate) fn written_to(&mut self, file: &DynFile, path: &Path, end: u64) -> Result<()> {
         let window = self.window;
         if window == 0 {
@@ -109,7 +112,15 @@ impl WriteBehind {
             file.write_behind(self.started, window, false)
                 .map_err(fail)?;
             self.started += window;
+            self.wait_all_but_newest(file, path)?;
         }
+        Ok(())
+    }
+
+    /// Wait for every window started but the newest.
+    fn wait_all_but_newest(&mut self, file: &DynFile, path: &Path) -> Result<()> {
+        let window = self.window;
+        let fail = |e| Error::io("write behind", path, e);
         while self.started - self.waited > window {
             file.write_behind(self.waited, window, true).map_err(fail)?;
             if self.drop_behind {

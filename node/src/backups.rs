@@ -400,6 +400,11 @@ impl BackupWork {
         &self.run.id
     }
 
+    /// How long to wait before the next step: [`ryu_backup::BackupJob::next_step_in_ns`].
+    pub fn next_step_in_ns(&self) -> u64 {
+        self.run.job.next_step_in_ns()
+    }
+
     /// Give up on a job whose node is gone (a driver reopening a node after a
     /// fault): its temporary files are removed, nothing is reported.
     pub fn abort(self) {
@@ -546,6 +551,7 @@ impl Node {
                 raft_term: term,
             }),
             max_bytes_per_sec: self.options.backup_max_bytes_per_sec,
+            write_behind_bytes: self.options.backup_write_behind_bytes,
             ..Default::default()
         };
         let txn = self.db.begin_read();

@@ -89,6 +89,12 @@ pub struct NodeOptions {
     /// target's clock); `None`: as fast as the disk allows. Raft snapshots are never
     /// throttled (a lagging follower waits for them).
     pub backup_max_bytes_per_sec: Option<u64>,
+    /// The write-behind window of each backup job
+    /// (`ryu_backup::BackupOptions::write_behind_bytes`): `None` for the job's default
+    /// (8 MiB), `Some(0)` for none. Smaller windows, stepped as the job asks, trade
+    /// a higher p99 of the commits during a rate-limited backup for a much lower
+    /// p99.9 (see the backup crate's README).
+    pub backup_write_behind_bytes: Option<u64>,
     /// A coordinator fails a cluster backup whose reports have not all arrived
     /// after this many ticks of its leadership.
     pub backup_timeout_ticks: u64,
@@ -121,6 +127,7 @@ impl NodeOptions {
             read_timeout_ticks: 30,
             backup: None,
             backup_max_bytes_per_sec: None,
+            backup_write_behind_bytes: None,
             backup_timeout_ticks: 600,
             report_every_ticks: 10,
             compact_after_entries: 10_000,

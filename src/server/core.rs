@@ -200,6 +200,9 @@ struct Waiter {
 /// hold a lagging follower's snapshot back behind a busy disk.
 const BACKUP_THREAD_NICE: i32 = 10;
 
+/// The longest the backup thread sleeps while every job it holds is throttled.
+const BACKUP_MAX_SLEEP: Duration = Duration::from_millis(5);
+
 /// The backup thread: steps every job it holds, round robin, and hands each back
 /// to the node thread when it is done. Ends when the node thread is gone.
 fn backup_worker(
@@ -277,8 +280,21 @@ fn backup_worker(
             }
         }
         if !active.is_empty() && bytes_done == before {
-            // Every job is held back by its rate limit: wait instead of spinning.
-            std::thread::sleep(Duration::from_millis(5));
+            // Every job is held back by its rate limit: sleep until the first may go
+            // on (when it allows one more write-behind window), at most
+            // `BACKUP_MAX_SLEEP` so new jobs are picked up. With small windows
+            // (`backup_write_behind_kib`) that is well under a millisecond: a longer
+            // sleep would let the allowance pile up into a burst of writes that the
+            // commits' syncs wait behind, which small windows are chosen to avoid.
+            let wait = active
+                .iter()
+                .map(|(w, _)| w.next_step_in_ns())
+                .min()
+                .unwrap_or(0);
+            let wait = Duration::from_nanos(wait).min(BACKUP_MAX_SLEEP);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
         }
     }
 }

@@ -134,6 +134,7 @@ pub fn node_options(config: &ServeConfig) -> Result<NodeOptions, String> {
     opts.cluster_id = config.bootstrap_cluster_id();
     opts.backup_max_bytes_per_sec =
         (config.backup_rate_mib > 0).then_some(config.backup_rate_mib << 20);
+    opts.backup_write_behind_bytes = config.backup_write_behind_kib.map(|k| k << 10);
     let (disk, dir) = disk_for(&config.backup_dir);
     opts.backup = Some(BackupTarget {
         disk,
@@ -231,6 +232,24 @@ async fn wait_for_signal() {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // checks real directories
 mod tests {
+    /// The backup settings reach every backup job the node starts: the rate in MiB/s,
+    /// the write-behind window in KiB (unset: the job's default).
+    #[test]
+    fn backup_settings_reach_the_node_in_bytes() {
+        let mut c = crate::config::ServeConfig {
+            backup_rate_mib: 50,
+            backup_write_behind_kib: Some(32),
+            ..Default::default()
+        };
+        let o = super::node_options(&c).unwrap();
+        assert_eq!(o.backup_max_bytes_per_sec, Some(50 << 20));
+        assert_eq!(o.backup_write_behind_bytes, Some(32 << 10));
+        (c.backup_rate_mib, c.backup_write_behind_kib) = (0, None);
+        let o = super::node_options(&c).unwrap();
+        assert_eq!(o.backup_max_bytes_per_sec, None);
+        assert_eq!(o.backup_write_behind_bytes, None);
+    }
+
     /// Missing parents are made (and synced, which a test cannot see); a path through
     /// a file is a clear error.
     #[test]

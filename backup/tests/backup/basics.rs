@@ -233,6 +233,73 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
 }
 
 #[test]
+fn a_driver_that_waits_as_a_rate_limited_job_says_is_never_throttled() {
+    let d = disk(15);
+    let db = open(&d, DB);
+    // About 600 KB of pages: some dozens of windows.
+    for t in 0..50u32 {
+        let mut w = db.begin_write();
+        for i in 0..10u32 {
+            let k = format!("big{t:02}-{i}");
+            w.put(k.as_bytes(), &[i as u8; 1000]).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    db.checkpoint().unwrap();
+    let mut model = Model::default();
+    commit_some(&db, &mut model, 1, 50);
+    // Without a limit there is nothing to wait for.
+    let job = BackupJob::start(
+        &db,
+        d.clone(),
+        Path::new(DEST),
+        clock(),
+        options("free", None),
+    )
+    .unwrap();
+    assert_eq!(job.next_step_in_ns(), 0);
+    job.abort().unwrap();
+    // 16 KiB/s in 32 KiB windows: the first may go after two seconds.
+    const RATE: u64 = 16384;
+    let c = clock();
+    let mut o = options("paced", None);
+    o.max_bytes_per_sec = Some(RATE);
+    o.write_behind_bytes = Some(32 << 10);
+    let mut job = BackupJob::start(&db, d.clone(), Path::new(DEST), c.clone(), o).unwrap();
+    assert_eq!(job.next_step_in_ns(), 2_000_000_000);
+    let (mut waited, mut steps) = (0u64, 0u64);
+    let summary = loop {
+        let wait = job.next_step_in_ns();
+        c.advance(wait);
+        waited += wait;
+        steps += 1;
+        match job.step(u64::MAX).unwrap() {
+            Step::Throttled(p) => panic!("throttled after waiting {wait} ns as told, at {p:?}"),
+            Step::Progress(_) => {}
+            Step::Done(s) => break s,
+        }
+    };
+    // It waited for its reads at the rate and no longer: the pages and WAL it copied
+    // and the pages it read back (with the free pages a read spans, at most a window
+    // more), plus the one window it waits for before it starts.
+    let total = job.progress().bytes_total;
+    let (least, most) = (2 * total / RATE, (3 * total + (64 << 10)) / RATE + 1);
+    assert!(
+        (least * 1_000_000_000..=most * 1_000_000_000).contains(&waited),
+        "waited {waited} ns in {steps} steps for {total} bytes at {RATE} B/s"
+    );
+    // A window per step, give or take: not one burst, not a page at a time.
+    assert!(
+        steps >= total / (32 << 10) && steps <= 4 * total / (32 << 10) + 10,
+        "{steps} steps"
+    );
+    assert_eq!(job.next_step_in_ns(), 0);
+    assert_eq!(summary.id, "paced");
+    let e = job.step(1).unwrap_err();
+    assert!(matches!(e, Error::JobFinished), "{e}");
+}
+
+#[test]
 fn the_lock_keeps_two_jobs_apart_and_a_stale_lock_can_be_broken() {
     let d = disk(6);
     let db = open(&d, DB);

@@ -258,23 +258,29 @@ fn run(job: &mut BackupJob, budget: u64) {
 
 /// By default a job syncs each file once, when complete, and writes behind in 8 MiB
 /// windows, with or without a rate limit (checked on a database of about 20 MB of
-/// pages, in steps of 10 ms at 1 GB/s).
+/// pages, in steps of 10 ms at 1 GB/s). Windows smaller than a step's writes are still
+/// started one at a time, each followed by the wait for the one before it: never a
+/// step's worth at once (the third case: 10 MB steps, 492 KiB windows).
 #[test]
 fn by_default_a_job_syncs_once_and_writes_behind_every_8_mib() {
     assert_eq!(DEFAULT_WRITE_BEHIND_BYTES, 8 << 20);
     let (_src, db, _model) = source_of(1, 500);
-    for (i, limit) in [None, Some(1_000_000_000)].into_iter().enumerate() {
+    let cases = [
+        (0, None, None),
+        (1, Some(1_000_000_000), None),
+        (2, Some(1_000_000_000), Some(123 * 4096)),
+    ];
+    for (i, limit, window) in cases {
         let dst = SyncLedger::new(Arc::new(SimDisk::new(2)));
         let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
         let options = BackupOptions {
             id: BackupId::new("b1").unwrap(),
             max_bytes_per_sec: limit,
+            write_behind_bytes: window,
             ..Default::default()
         };
-        assert_eq!(
-            (options.sync_every_bytes, options.write_behind_bytes),
-            (None, None)
-        );
+        assert_eq!(options.sync_every_bytes, None);
+        let w = window.unwrap_or(8 << 20);
         let d: DynDisk = Arc::new(dst.clone());
         let mut j = BackupJob::start(&db, d, Path::new(DEST), clock.clone(), options).unwrap();
         loop {
@@ -287,14 +293,19 @@ fn by_default_a_job_syncs_once_and_writes_behind_every_8_mib() {
         let len = pages.image.len() as u64;
         assert!(len > 18_000_000, "case {i}: {len}");
         assert_eq!(pages.syncs, 1, "case {i}");
-        let w = 8u64 << 20;
-        // Windows start after the 64-byte header: [64, 64 + W), [64 + W, 64 + 2W) are
-        // complete in a 20 MB file; the first is waited for once the second started.
-        assert_eq!(
-            pages.write_behinds,
-            vec![(64, w, false), (64 + w, w, false), (64, w, true)],
-            "case {i}"
-        );
+        // Windows start after the 64-byte header: [64, 64 + W), [64 + W, 64 + 2W), ...
+        // each complete one is started in order, and each but the newest is waited
+        // for once the one after it has started (in a 20 MB file, two 8 MiB windows).
+        let n = (len - 64) / w;
+        assert!(n >= 2, "case {i}: {n} windows");
+        let mut expect = Vec::new();
+        for k in 0..n {
+            expect.push((64 + k * w, w, false));
+            if k > 0 {
+                expect.push((64 + (k - 1) * w, w, true));
+            }
+        }
+        assert_eq!(pages.write_behinds, expect, "case {i}");
         assert!(pages.max_backlog_bytes < 2 * w + 10_000_000, "case {i}");
     }
 }
