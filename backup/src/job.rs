@@ -92,11 +92,12 @@ pub struct BackupOptions {
     /// window shapes the commits' tail: the commit syncs that follow a handover wait
     /// while the window is written, so the window trades the commits' p99 against
     /// their tail. Measured under a 50 MB/s backup on one disk (the crate's README,
-    /// "Benchmark"): 8 MiB windows cost p99 about +10% and p99.9 +260..440%; 32 KiB
-    /// windows, with a driver that steps the job as [`BackupJob::next_step_in_ns`] says
-    /// (a window about every 0.65 ms), p99 about +22% and throughput 5%, but p99.9
-    /// only about +80% and p99.99 +16%; 64 MiB windows p99 about +5%, but they stall
-    /// commits for 40 ms at a time on a disk that writes 1.5 GB/s.
+    /// "Benchmark"): 8 MiB windows cost p99 +9% to +18% and p99.9 +260% to +440%;
+    /// 32 KiB windows, with a driver that steps the job as
+    /// [`BackupJob::next_step_in_ns`] says (a window about every 0.65 ms), p99 +21% to
+    /// +25%, but p99.9 only +41% to +81% and p99.99 +10% to +17%; 64 MiB windows p99
+    /// +5% to +10%, but they stall commits for 40 to 50 ms at a time on a disk that
+    /// writes 1.5 GB/s.
     pub write_behind_bytes: Option<u64>,
     /// Keep what the job writes in the page cache (`true`), or drop each window once it
     /// is written back, each WAL copy once synced and each pages file's read-back once
