@@ -92,9 +92,9 @@ pub struct BackupOptions {
     /// window shapes the commits' tail: the commit syncs that follow a handover wait
     /// while the window is written, so the window trades the commits' p99 against
     /// their tail. Measured under a 50 MB/s backup on one disk (the crate's README,
-    /// "Benchmark"): 8 MiB windows cost p99 +9% to +18% and p99.9 +260% to +440%;
+    /// "Benchmark"): 8 MiB windows cost p99 +9% to +18% and p99.9 +242% to +441%;
     /// 32 KiB windows, with a driver that steps the job as
-    /// [`BackupJob::next_step_in_ns`] says (a window about every 0.65 ms), p99 +21% to
+    /// [`BackupJob::next_step_in_ns`] says (a step about every 0.65 ms), p99 +21% to
     /// +25%, but p99.9 only +41% to +81% and p99.99 +10% to +17%; 64 MiB windows p99
     /// +5% to +10%, but they stall commits for 40 to 50 ms at a time on a disk that
     /// writes 1.5 GB/s.
@@ -119,6 +119,11 @@ pub struct BackupOptions {
 /// [`BackupOptions::write_behind_bytes`]; why 8 MiB: the crate's README, "Choosing
 /// the window").
 pub const DEFAULT_WRITE_BEHIND_BYTES: u64 = 8 << 20;
+
+/// The least a rate-limited job lets its allowance grow before it asks to be stepped
+/// again ([`BackupJob::next_step_in_ns`]), however small its write-behind window: a
+/// driver that woke for every 4 KiB page would wake 12,000 times a second at 50 MB/s.
+pub const MIN_PACING_BYTES: u64 = 32 << 10;
 
 impl BackupOptions {
     /// How the job paces the files it writes.
@@ -587,13 +592,16 @@ impl BackupJob {
 
     /// How long a driver should wait, in nanoseconds of the job's clock, before its
     /// next step: until the rate limit allows one more write-behind window of reads
-    /// (0 when the job has no rate limit, is past its copying, or may go on now). A
+    /// (at least [`MIN_PACING_BYTES`]; with write-behind off, [`DEFAULT_WRITE_BEHIND_BYTES`]),
+    /// or 0 when the job has no rate limit, is past its copying, or may go on now. A
     /// driver that sleeps this long between throttled steps spreads the job's writes
-    /// evenly, one window at a time; one that sleeps longer lets the allowance pile
-    /// up and then writes it in a burst, which the commits on the same disk pay for
-    /// (see [`BackupOptions::write_behind_bytes`]). A driver may cap the sleep (the
-    /// server's at 5 ms) to stay responsive; stepping early only yields
-    /// [`Step::Throttled`].
+    /// evenly, a window's worth of reads at a time (while pages files are read back
+    /// beside the copy, half of those reads are the read-back: a 50 MB/s job with
+    /// 32 KiB windows steps every 0.65 ms and writes a window every 1.3 ms); one that
+    /// sleeps longer lets the allowance pile up and then writes it in a burst, which
+    /// the commits on the same disk pay for (see [`BackupOptions::write_behind_bytes`]).
+    /// A driver may cap the sleep (the server's at 5 ms) to stay responsive; stepping
+    /// early yields [`Step::Throttled`] or a smaller step.
     pub fn next_step_in_ns(&self) -> u64 {
         let Some(rate) = self.options.max_bytes_per_sec else {
             return 0;
@@ -601,11 +609,10 @@ impl BackupJob {
         if !matches!(self.phase, Phase::Pages | Phase::Wal | Phase::VerifyPages) {
             return 0;
         }
-        let quantum = self
-            .options
-            .pacing()
-            .write_behind_bytes
-            .max(PAGE_SIZE as u64);
+        let quantum = match self.options.pacing().write_behind_bytes {
+            0 => DEFAULT_WRITE_BEHIND_BYTES,
+            w => w.max(MIN_PACING_BYTES),
+        };
         // The allowance reaches `read_bytes + quantum` once the job has run
         // `(read_bytes + quantum) / rate` seconds (rounded up: `allowance` rounds down).
         let due = ((u128::from(self.read_bytes) + u128::from(quantum)) * 1_000_000_000)
@@ -614,18 +621,16 @@ impl BackupJob {
         u64::try_from(due.saturating_sub(u128::from(elapsed))).unwrap_or(u64::MAX)
     }
 
-    fn allowance(&self, budget: u64) -> u64 {
-        let mut budget = budget;
-        if let Some(cap) = self.options.max_bytes_per_step {
-            budget = budget.min(cap);
-        }
-        if let Some(rate) = self.options.max_bytes_per_sec {
-            let elapsed = self.clock.monotonic_ns().saturating_sub(self.started_ns);
-            let allowed = u128::from(rate) * u128::from(elapsed) / 1_000_000_000;
-            let allowed = u64::try_from(allowed).unwrap_or(u64::MAX);
-            budget = budget.min(allowed.saturating_sub(self.read_bytes));
-        }
-        budget
+    /// Bytes the rate limit allows now (`u64::MAX` without one).
+    fn rate_allowance(&self) -> u64 {
+        let Some(rate) = self.options.max_bytes_per_sec else {
+            return u64::MAX;
+        };
+        let elapsed = self.clock.monotonic_ns().saturating_sub(self.started_ns);
+        let allowed = u128::from(rate) * u128::from(elapsed) / 1_000_000_000;
+        u64::try_from(allowed)
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.read_bytes)
     }
 
     fn advance(&mut self, bytes: u64) {
@@ -638,10 +643,18 @@ impl BackupJob {
     fn step_inner(&mut self, budget: u64) -> Result<Step> {
         // Reading the backup back counts against the rate limit as copying does.
         let copying = matches!(self.phase, Phase::Pages | Phase::Wal | Phase::VerifyPages);
-        let budget = self.allowance(budget);
-        if copying && budget < PAGE_SIZE as u64 && self.options.max_bytes_per_sec.is_some() {
+        // Throttled only by the rate: a caller's budget or `max_bytes_per_step` below a
+        // page still moves a page per step (each copy moves at least one), where
+        // counting them here would throttle the job forever.
+        let allowed = self.rate_allowance();
+        if copying && allowed < PAGE_SIZE as u64 {
             return Ok(Step::Throttled(self.progress));
         }
+        let budget = self
+            .options
+            .max_bytes_per_step
+            .map_or(budget, |cap| budget.min(cap))
+            .min(allowed);
         match self.phase {
             Phase::Pages => self.copy_pages(budget)?,
             Phase::Wal => self.copy_wal(budget)?,

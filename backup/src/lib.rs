@@ -111,7 +111,8 @@ pub use housekeeping::{
 #[cfg(feature = "planted-bugs")]
 pub use job::PlantedBug;
 pub use job::{
-    BackupJob, BackupOptions, BackupSummary, DEFAULT_WRITE_BEHIND_BYTES, Progress, ProgressFn, Step,
+    BackupJob, BackupOptions, BackupSummary, DEFAULT_WRITE_BEHIND_BYTES, MIN_PACING_BYTES,
+    Progress, ProgressFn, Step,
 };
 pub use manifest::{BackupKind, ClusterInfo, FileEntry, Manifest, WalRange};
 pub use restore::{RESTORE_TMP, RestoreOptions, RestoreSummary, restore};

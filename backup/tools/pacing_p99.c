@@ -1,6 +1,6 @@
 // Commit latency beside a paced background writer: the experiment behind the
-// "This round" section of backup/README.md (how the backup's write pattern shapes
-// the commits' p99 and p99.9 on one disk).
+// section "small windows, paced, cut the tail and cost p99" of backup/README.md (how
+// the backup's write pattern shapes the commits' p99 and p99.9 on one disk).
 //
 //   gcc -O2 -pthread -o /tmp/pacing_p99 backup/tools/pacing_p99.c
 //   BURST_KIB=32 /tmp/pacing_p99 1 32 32 8 4     # 32 KiB windows, one every 0.65 ms
@@ -157,6 +157,10 @@ static void window_run(int with_bg, double secs, double *p99, double *p999, doub
   double el = now() - t0;
   if (with_bg) { stop_bg = 1; pthread_join(b, NULL); }
   int n = nlat < MAXLAT ? nlat : MAXLAT;
+  if (n == 0) {
+    fprintf(stderr, "no commit completed in a window\n");
+    exit(1);
+  }
   qsort(lat, n, sizeof(double), cmp);
   *p99 = lat[(int)(n * 0.99)] * 1e6;
   *p999 = lat[(int)(n * 0.999)] * 1e6;
@@ -178,6 +182,10 @@ int main(int argc, char **argv) {
   idle_io = argc > 6 && atoi(argv[6]);
   if (getenv("NOREADBACK")) readback = 0;
   if (getenv("BURST_KIB")) burst = (size_t)atoi(getenv("BURST_KIB")) << 10;
+  if (chunk == 0 || burst % chunk != 0) {
+    fprintf(stderr, "CHUNK_KIB must divide BURST_KIB (default 1024)\n");
+    return 2;
+  }
   mkdir(dir, 0755);
   char path[256];
   snprintf(path, sizeof path, "%s/wal", dir);
