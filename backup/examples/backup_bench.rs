@@ -1,7 +1,7 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
 //! ```
 //!
 //! For each of two database sizes it fills a database (3 KiB values, checkpointed),
@@ -15,7 +15,8 @@
 //! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`;
 //! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
 //! as the server); foreground commits/s and p99 (and p99.9, p99.99 and the longest) commit latency (4 writer threads, one
-//! small write per commit) for each setting while backups limited to `--rate-mb` run
+//! small write per commit) for each setting at each rate while backups limited to
+//! `--rate-mb` (a list: every rate with every setting; default unlimited) run
 //! back to back on another thread (for at least `--load-secs` and until the last
 //! backup is complete, its syncs included), each such window paired with the load
 //! alone for as long, right after it in even repetitions and right before it in odd
@@ -23,9 +24,13 @@
 //! neighbour: the table shows the median of the pairs' changes and
 //! the range of the p99 changes), and in each repetition a control pair of two windows
 //! of the load alone (how far neighbouring windows differ with no backup at all); and
-//! a restore (MB/s). A size of 0 is skipped. Both `cp` and
-//! the backup read from a warm page cache (the database was just written), so the
-//! comparison is like for like. Before every timed phase the copies of earlier
+//! a restore (MB/s). `--copy-size-mib` (default none) adds sizes at which only the
+//! copies are timed (`cp`, `cp` + `sync`, the backups unthrottled, the restore; no
+//! load): pick one larger than the kernel's dirty-page limit (`vm.dirty_ratio` of
+//! memory), where a plain `cp` can no longer return with its copy still in memory and
+//! is timed at the speed it really copies. A size of 0 is skipped. Both `cp` and
+//! the backup read from a warm page cache (the database was just written) as far as
+//! it holds the database beside its copy, so the comparison is like for like. Before every timed phase the copies of earlier
 //! phases are removed and the file system synced, so no phase pays for another's
 //! writeback. The directory is removed at the end.
 //!
@@ -42,11 +47,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: backup_bench [--dir PATH] [--size-mib N] [--small-size-mib N] \
-[--load-secs S] [--rate-mb N] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
+[--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
   (see the comment at the top of backup/examples/backup_bench.rs)";
 
 const VALUE_BYTES: usize = 3000;
 const BATCH: usize = 2000;
+/// `fill` checkpoints after every this many bytes of values, so a database larger
+/// than memory never has to sit whole in the engine's in-memory delta.
+const FILL_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 /// `(sync_every_bytes, write_behind_bytes, nice, io_idle, keep_in_page_cache)`: `None` for the job's default;
 /// the nice value and I/O class of the thread that runs the backups beside the load.
@@ -61,8 +69,12 @@ struct Args {
     dir: PathBuf,
     size_mib: u64,
     small_size_mib: u64,
+    /// Sizes at which only the copies are timed, no load.
+    copy_size_mib: Vec<u64>,
     load_secs: u64,
-    rate_mb: Option<u64>,
+    /// The rate limits (MB/s) of the backups beside the load, each measured with every
+    /// pacing setting; `None` for unlimited.
+    rate_mb: Vec<Option<u64>>,
     reps: usize,
     /// Each setting (see [`Pacing`]).
     pacing: Vec<Pacing>,
@@ -75,8 +87,9 @@ fn args() -> Args {
         dir: PathBuf::from("target/backup-bench"),
         size_mib: 1024,
         small_size_mib: 256,
+        copy_size_mib: Vec::new(),
         load_secs: 3,
-        rate_mb: None,
+        rate_mb: vec![None],
         reps: 3,
         pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE, false)],
         step_mib: 1,
@@ -92,8 +105,19 @@ fn args() -> Args {
             "--dir" => a.dir = PathBuf::from(val),
             "--size-mib" => a.size_mib = val.parse().expect("--size-mib N"),
             "--small-size-mib" => a.small_size_mib = val.parse().expect("--small-size-mib N"),
+            "--copy-size-mib" => {
+                a.copy_size_mib = val
+                    .split(',')
+                    .map(|n| n.parse().expect("--copy-size-mib N[,N..]"))
+                    .collect()
+            }
             "--load-secs" => a.load_secs = val.parse().expect("--load-secs S"),
-            "--rate-mb" => a.rate_mb = Some(val.parse().expect("--rate-mb N")),
+            "--rate-mb" => {
+                a.rate_mb = val
+                    .split(',')
+                    .map(|r| Some(r.parse().expect("--rate-mb N[,N..]")))
+                    .collect()
+            }
             "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),
             "--reps" => a.reps = val.parse().expect("--reps N"),
             "--pacing" => {
@@ -146,6 +170,7 @@ fn fill(db: &Db, size_mib: u64) {
     let mut written = 0u64;
     let mut i = 0u64;
     let mut ts = db.last_committed_ts();
+    let mut since_checkpoint = 0u64;
     while written < total {
         let writes = (0..BATCH)
             .map(|_| {
@@ -158,6 +183,11 @@ fn fill(db: &Db, size_mib: u64) {
         ts += 1;
         db.apply_at(ts, writes).expect("fill");
         written += (BATCH * VALUE_BYTES) as u64;
+        since_checkpoint += (BATCH * VALUE_BYTES) as u64;
+        if since_checkpoint >= FILL_CHECKPOINT_BYTES && written < total {
+            db.checkpoint().expect("checkpoint");
+            since_checkpoint = 0;
+        }
     }
     db.checkpoint().expect("checkpoint");
 }
@@ -394,7 +424,9 @@ fn time_cp(root: &Path, name: &str, sync: bool) -> Duration {
     took
 }
 
-fn bench(root: &Path, size_mib: u64, a: &Args) {
+/// Fill a database of `size_mib` MiB of values and time its copies; with `with_load`,
+/// the commits beside throttled backups as well.
+fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
     let disk: DynDisk = Arc::new(StdDisk::new(root));
     let name = format!("db-{size_mib}");
     let t0 = Instant::now();
@@ -410,9 +442,14 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let (mut cp, mut cp_sync) = (Vec::new(), Vec::new());
     let mut backup_rate = vec![Vec::new(); settings.len()];
     let mut base = Vec::new();
-    // Per setting and repetition: (with backups, alone for as long, right after or before).
-    let mut during: Vec<Vec<(Window, Window)>> = vec![Vec::new(); settings.len()];
+    // Per case and repetition: (with backups, alone for as long, right after or before).
+    // Indexed by case: pacing setting `i % settings.len()` at rate `i / settings.len()`.
+    let mut during: Vec<Vec<(Window, Window)>> = vec![Vec::new(); settings.len() * a.rate_mb.len()];
     let mut control: Vec<(Window, Window)> = Vec::new();
+    // The length of each case's last window with backups (a window lasts until its
+    // last backup is done, so it depends on the rate), for the pair that runs before
+    // the next one; and of the last window of all, for the control pair.
+    let mut case_secs = vec![a.load_secs as f64; settings.len() * a.rate_mb.len()];
     let mut window_secs = a.load_secs as f64;
     let mut backup_bytes = 0;
     let mut n = 0;
@@ -446,18 +483,24 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                 run("sync", &[]);
             }
         }
-        for &i in &order {
+        if !with_load {
+            continue;
+        }
+        // Under load, every pacing setting at every rate, rotated as well.
+        let cases = settings.len() * a.rate_mb.len();
+        for i in (0..cases).map(|i| (i + rep) % cases) {
+            let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
             n += 1;
             let id = format!("load{n}");
             let (db2, disk2, dest2) = (db.clone(), disk.clone(), dest.clone());
-            let every = settings[i];
             // Its pair: the load alone for as long, right after the window with backups
             // in even repetitions and right before it in odd ones (the machine's speed
             // drifts over minutes, so each window is compared with its neighbour; the
             // alternation cancels whatever the place in a pair favours, which the
-            // control below measures). A window before has the length of the last one.
+            // control below measures). A window before has the length of its case's
+            // last one.
             let before = (rep % 2 == 1).then(|| {
-                let w = load(&db, window_secs, |_| {});
+                let w = load(&db, case_secs[i], |_| {});
                 run("sync", &[]);
                 w
             });
@@ -472,7 +515,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
                 while k == 0 || t0.elapsed() < Duration::from_secs(a.load_secs) {
                     k += 1;
                     let id = format!("{id}-{k}");
-                    run_backup(&db2, &disk2, &dest2, &id, a.rate_mb, every, a.step_mib);
+                    run_backup(&db2, &disk2, &dest2, &id, rate_mb, every, a.step_mib);
                 }
             });
             // Remove them after the window (deleting is file system work too).
@@ -489,6 +532,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             });
             base.push(alone);
             during[i].push((d, alone));
+            case_secs[i] = d.secs;
             window_secs = d.secs;
         }
         // The control: the same pair of windows with no backup in the first, which
@@ -516,11 +560,13 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     let (cp_med, cp_sync_med) = (median(&cp), median(&cp_sync));
     let cps = |v: &[Window]| median(&v.iter().map(|x| x.cps).collect::<Vec<_>>());
     let p99 = |v: &[Window]| median(&v.iter().map(|x| x.p99 as f64).collect::<Vec<_>>());
-    let (base_cps, base_p99) = (cps(&base), p99(&base));
     println!("| database | {size_mib} MiB of values, {db_bytes} bytes on disk |");
     println!("| cp -r | {cp_med:.0} MB/s |");
     println!("| cp -r + sync -f | {cp_sync_med:.0} MB/s |");
-    println!("| commits/s alone | {base_cps:.0} (p99 {base_p99:.0} µs) |");
+    if with_load {
+        let (base_cps, base_p99) = (cps(&base), p99(&base));
+        println!("| commits/s alone | {base_cps:.0} (p99 {base_p99:.0} µs) |");
+    }
     for (i, every) in settings.iter().enumerate() {
         let rate = median(&backup_rate[i]);
         println!(
@@ -529,19 +575,24 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
             100.0 * rate / cp_med,
             100.0 * rate / cp_sync_med
         );
-        let with: Vec<Window> = during[i].iter().map(|w| w.0).collect();
+    }
+    for (i, pairs) in during.iter().enumerate().filter(|_| with_load) {
+        let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
+        let with: Vec<Window> = pairs.iter().map(|w| w.0).collect();
         let (c, p) = (cps(&with), p99(&with));
         println!(
             "| commits/s during backups at {} MB/s, {} | {c:.0} (p99 {p:.0} µs): against the load alone right after or before each window, {} |",
-            a.rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
-            label(*every),
-            pair_changes(&during[i]),
+            rate_mb.map_or("unlimited".to_string(), |r| r.to_string()),
+            label(every),
+            pair_changes(pairs),
         );
     }
-    println!(
-        "| control: the load alone against the load alone right after | {} |",
-        pair_changes(&control)
-    );
+    if with_load {
+        println!(
+            "| control: the load alone against the load alone right after | {} |",
+            pair_changes(&control)
+        );
+    }
     println!(
         "| restore | {:.0} MB/s ({:.2?}) |",
         mb_per_s(backup_bytes, restore),
@@ -558,10 +609,16 @@ fn bench(root: &Path, size_mib: u64, a: &Args) {
     eprintln!("  control pairs {control:?}");
     for (i, every) in settings.iter().enumerate() {
         eprintln!(
-            "  {}: backup MB/s {:?}; during {:?}",
+            "  {}: backup MB/s {:?}",
             label(*every),
             backup_rate[i].iter().map(|r| r.round()).collect::<Vec<_>>(),
-            during[i]
+        );
+    }
+    for (i, pairs) in during.iter().enumerate().filter(|_| with_load) {
+        let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
+        eprintln!(
+            "  during backups at {rate_mb:?} MB/s, {}: {pairs:?}",
+            label(every)
         );
     }
     drop(db);
@@ -580,11 +637,14 @@ fn main() {
     assert!(a.reps > 0 && !a.pacing.is_empty());
     println!("| measure | value |\n|---|---|");
     // A size of 0 is skipped.
-    for size in [a.small_size_mib, a.size_mib]
+    let copy_only = a.copy_size_mib.iter().map(|&s| (s, false));
+    for (size, with_load) in [(a.small_size_mib, true), (a.size_mib, true)]
         .into_iter()
-        .filter(|&s| s > 0)
+        .chain(copy_only)
     {
-        bench(&a.dir, size, &a);
+        if size > 0 {
+            bench(&a.dir, size, &a, with_load);
+        }
     }
     std::fs::remove_dir_all(&a.dir).expect("clean up");
 }

@@ -279,24 +279,29 @@ fn backup_worker(
                 return;
             }
         }
-        if !active.is_empty() && bytes_done == before {
-            // Every job is held back by its rate limit: sleep until the first may go
-            // on (when it allows one more write-behind window), at most
-            // `BACKUP_MAX_SLEEP` so new jobs are picked up. With small windows
-            // (`backup_write_behind_kib`) that is well under a millisecond: a longer
-            // sleep would let the allowance pile up into a burst of writes that the
-            // commits' syncs wait behind, which small windows are chosen to avoid.
-            let wait = active
-                .iter()
-                .map(|(w, _)| w.next_step_in_ns())
-                .min()
-                .unwrap_or(0);
-            let wait = Duration::from_nanos(wait).min(BACKUP_MAX_SLEEP);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+        let waits = active.iter().map(|(w, _)| w.next_step_in_ns());
+        // A job that finished this round took its bytes out of the sum: that counts as
+        // progress too.
+        if let Some(wait) = throttled_sleep(bytes_done != before, waits) {
+            std::thread::sleep(wait);
         }
     }
+}
+
+/// How long the backup thread sleeps after a round of steps: not at all when a job
+/// made progress or it holds none (`waits_ns` empty); otherwise every job is held back
+/// by its rate limit, and it sleeps until the first may go on (when it allows one more
+/// write-behind window, `waits_ns` being each job's `next_step_in_ns`), at most
+/// `BACKUP_MAX_SLEEP` so new jobs are picked up. With small windows
+/// (`backup_write_behind_kib`) that is well under a millisecond: a longer sleep would
+/// let the allowance pile up into a burst of writes that the commits' syncs wait
+/// behind, which small windows are chosen to avoid.
+fn throttled_sleep(progressed: bool, waits_ns: impl Iterator<Item = u64>) -> Option<Duration> {
+    if progressed {
+        return None;
+    }
+    let wait = Duration::from_nanos(waits_ns.min()?).min(BACKUP_MAX_SLEEP);
+    (!wait.is_zero()).then_some(wait)
 }
 
 struct Channels {
@@ -541,5 +546,30 @@ fn dispatch(
             }
             let _ = w.reply.send(response);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BACKUP_MAX_SLEEP, throttled_sleep};
+    use std::time::Duration;
+
+    /// The backup thread sleeps only when every job it holds is throttled, until the
+    /// first may go on, never longer than `BACKUP_MAX_SLEEP`.
+    #[test]
+    fn the_backup_thread_sleeps_until_the_first_throttled_job_may_go_on() {
+        let ms = |n: u64| n * 1_000_000;
+        let sleep = |progressed, waits: &[u64]| throttled_sleep(progressed, waits.iter().copied());
+        assert_eq!(
+            sleep(false, &[ms(3), ms(1)]),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(sleep(false, &[650_000]), Some(Duration::from_micros(650)));
+        assert_eq!(sleep(false, &[ms(160)]), Some(BACKUP_MAX_SLEEP));
+        // A job that may go on now, or one that made progress: the next round at once.
+        assert_eq!(sleep(false, &[0, ms(2)]), None);
+        assert_eq!(sleep(true, &[ms(3)]), None);
+        // No job: the thread blocks on its inbox instead.
+        assert_eq!(sleep(false, &[]), None);
     }
 }
