@@ -16,7 +16,7 @@
 //! default `auto/auto`) in MB/s of files written, in steps of `--step-mib` (default 1,
 //! as the server); foreground commits/s and p99 (and p99.9, p99.99 and the longest) commit latency (4 writer threads, one
 //! small write per commit) for each setting at each rate while backups limited to
-//! `--rate-mb` (a list: every rate with every setting; default unlimited) run
+//! `--rate-mb` (a list: every rate with every setting; 0 or the default unlimited) run
 //! back to back on another thread (for at least `--load-secs` and until the last
 //! backup is complete, its syncs included), each such window paired with the load
 //! alone for as long, right after it in even repetitions and right before it in odd
@@ -115,7 +115,8 @@ fn args() -> Args {
             "--rate-mb" => {
                 a.rate_mb = val
                     .split(',')
-                    .map(|r| Some(r.parse().expect("--rate-mb N[,N..]")))
+                    // 0: unlimited (a job refuses a rate of zero).
+                    .map(|r| Some(r.parse().expect("--rate-mb N[,N..]")).filter(|&r| r > 0))
                     .collect()
             }
             "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),

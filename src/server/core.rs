@@ -274,15 +274,16 @@ fn backup_worker(
         // The gauges first: a client told its backup is done must not then see it
         // still running.
         metrics.backup_progress(active.len() as u64, bytes_done, bytes_total);
+        // A job that finished this round made progress, whatever the sum of the
+        // others' bytes says (its own bytes left the sum).
+        let progressed = !finished.is_empty() || bytes_done != before;
         for f in finished {
             if done.send(f).is_err() {
                 return;
             }
         }
         let waits = active.iter().map(|(w, _)| w.next_step_in_ns());
-        // A job that finished this round took its bytes out of the sum: that counts as
-        // progress too.
-        if let Some(wait) = throttled_sleep(bytes_done != before, waits) {
+        if let Some(wait) = throttled_sleep(progressed, waits) {
             std::thread::sleep(wait);
         }
     }
