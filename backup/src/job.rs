@@ -41,8 +41,8 @@ use crate::manifest::{
     TOOL, WalRange, crc_hex,
 };
 use crate::pages::{
-    DEFAULT_PAGES_FILE_BYTES, ENTRY_BYTES, PAGES_DIR, PAGES_HEADER, PageExpect, PagesChecked,
-    PagesHeader, PagesVerifier, entries_per_file, file_count, pages_file,
+    DEFAULT_PAGES_FILE_BYTES, PAGES_DIR, PAGES_HEADER, PAGES_VERSION, PageExpect, PagesChecked,
+    PagesHeader, PagesVerifier, encode_entry, entries_per_file, file_count, pages_file,
 };
 use crate::verify::{PagesCheck, load_manifest, page_expect, verify_dir_with};
 use crate::walcopy;
@@ -107,8 +107,8 @@ pub struct BackupOptions {
     /// Split the pages over files of at most this many bytes of entries (see
     /// [`crate::pages`]); `None` picks [`DEFAULT_PAGES_FILE_BYTES`]. Each file is synced,
     /// read back and (unless [`BackupOptions::keep_in_page_cache`]) dropped from the
-    /// page cache as soon as it is complete. Below one entry (4,104 bytes) a file holds
-    /// one entry.
+    /// page cache as soon as it is complete. A file holds as many entries as fit were
+    /// every page stored whole (4,106 bytes an entry: most are shorter), at least one.
     pub pages_file_bytes: Option<u64>,
     /// Switch on one planted bug (tests of the simulator only).
     #[cfg(feature = "planted-bugs")]
@@ -253,9 +253,11 @@ pub struct BackupJob {
     /// Entries per pages file, and how many files.
     pages_per_file: u64,
     pages_files: u32,
-    /// The pages file being written (`pages_out`): its index, entries and their crc32.
+    /// The pages file being written (`pages_out`): its index, entries, their bytes and
+    /// their crc32.
     pages_index: u32,
     pages_in_file: u64,
+    pages_file_len: u64,
     pages_crc: crc32fast::Hasher,
     // WAL phase.
     segments: Vec<(u64, u64)>,
@@ -514,6 +516,7 @@ impl BackupJob {
             pages_files,
             pages_index: 0,
             pages_in_file: 0,
+            pages_file_len: 0,
             pages_crc: crc32fast::Hasher::new(),
             segments,
             segment_next: 0,
@@ -730,37 +733,40 @@ impl BackupJob {
             end += 1;
         }
         let span = (self.page_queue[end - 1] - first + 1) as usize;
-        let buf = &mut self.read_buf;
+        // Taken out of `self` for the loop below (which finishes files); an error
+        // loses them, and the job with them.
+        let mut buf = std::mem::take(&mut self.read_buf);
         buf.resize(span * PAGE_SIZE, 0);
         let data_path = self.src_dir.join(DATA_FILE);
         let data = self.data_file.as_ref().expect("open while copying pages");
-        data.read_at(first * PAGE_SIZE as u64, buf)
+        data.read_at(first * PAGE_SIZE as u64, &mut buf)
             .map_err(|e| engine_io("read", &data_path, e))?;
         self.read_bytes += buf.len() as u64;
         let n = end - start;
-        let out = &mut self.out_buf;
-        out.clear();
-        for &no in &self.page_queue[start..end] {
-            out.extend_from_slice(&no.to_le_bytes());
-            if no == self.superblock_page {
+        let mut out = std::mem::take(&mut self.out_buf);
+        let mut at = start;
+        while at < end {
+            // The entries that still go into the file being written.
+            let room = (self.pages_per_file - self.pages_in_file) as usize;
+            let upto = end.min(at + room);
+            out.clear();
+            for &no in &self.page_queue[at..upto] {
                 // The live slot may hold a newer generation: copy the pinned image.
-                out.extend_from_slice(&self.superblock_image);
-            } else {
-                let at = (no - first) as usize * PAGE_SIZE;
-                out.extend_from_slice(&buf[at..at + PAGE_SIZE]);
+                let page = if no == self.superblock_page {
+                    &self.superblock_image[..]
+                } else {
+                    let from = (no - first) as usize * PAGE_SIZE;
+                    &buf[from..from + PAGE_SIZE]
+                };
+                encode_entry(&mut out, no, page);
             }
-        }
-        let out = std::mem::take(&mut self.out_buf);
-        let mut rest = &out[..];
-        while !rest.is_empty() {
-            let room = (self.pages_per_file - self.pages_in_file) as usize * ENTRY_BYTES;
-            let (now, later) = rest.split_at(room.min(rest.len()));
             self.pages_out
                 .as_mut()
                 .expect("open while copying pages")
-                .append(now)?;
-            self.pages_crc.update(now);
-            let entries = (now.len() / ENTRY_BYTES) as u64;
+                .append(&out)?;
+            self.pages_crc.update(&out);
+            self.pages_file_len += out.len() as u64;
+            let entries = (upto - at) as u64;
             self.pages_in_file += entries;
             self.pages_written += entries;
             if self.pages_in_file == self.pages_per_file
@@ -768,8 +774,9 @@ impl BackupJob {
             {
                 self.finish_pages_file()?;
             }
-            rest = later;
+            at = upto;
         }
+        self.read_buf = buf;
         self.out_buf = out;
         self.page_next = end;
         self.advance((n * PAGE_SIZE) as u64);
@@ -919,6 +926,7 @@ impl BackupJob {
     fn finish_pages_file(&mut self) -> Result<()> {
         let index = self.pages_index;
         let header = PagesHeader {
+            version: PAGES_VERSION,
             generation: self.manifest.generation,
             page_count: self.manifest.page_count,
             entries: self.pages_in_file,
@@ -946,12 +954,13 @@ impl BackupJob {
         crc.combine(&self.pages_crc);
         self.files.push(FileEntry {
             path: rel,
-            size_bytes: PAGES_HEADER as u64 + self.pages_in_file * ENTRY_BYTES as u64,
+            size_bytes: PAGES_HEADER as u64 + self.pages_file_len,
             crc32: crc_hex(crc.finalize()),
         });
         self.pages_ready = index + 1;
         self.pages_index += 1;
         self.pages_in_file = 0;
+        self.pages_file_len = 0;
         self.pages_crc = crc32fast::Hasher::new();
         if self.pages_index < self.pages_files {
             let path = self.tmp.join(pages_file(self.pages_index));

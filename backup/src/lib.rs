@@ -27,8 +27,9 @@
 //!   removes. `dest/LOCK` keeps two jobs (or a job and a prune) apart; a lock left by a
 //!   crash is reported as [`Error::Locked`] and removed by [`break_lock`].
 //! - **A backup directory** holds `manifest.json` (see [`manifest`]),
-//!   `pages/NNNNNN.pages` (the pages of the pinned generation, packed, in files of at
-//!   most [`BackupOptions::pages_file_bytes`]; see [`pages`]) and
+//!   `pages/NNNNNN.pages` (the pages of the pinned generation, packed, each without
+//!   the zeros at its end, in files of at most [`BackupOptions::pages_file_bytes`];
+//!   see [`pages`]) and
 //!   `wal/NNNNNNNNNNNN.log` (engine WAL segments, each cut after its last record at or
 //!   below the snapshot).
 //! - **Verify** ([`verify()`]) checks the manifest checksum, missing, extra and

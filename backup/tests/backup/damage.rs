@@ -6,7 +6,8 @@
 use crate::common::*;
 use ryu_backup::manifest::{MANIFEST_FILE, Manifest, crc_hex};
 use ryu_backup::{
-    BackupJob, Error, Problem, RestoreOptions, VerifyOptions, VerifyReport, restore, verify,
+    BackupId, BackupJob, BackupOptions, Error, Problem, RestoreOptions, Step, VerifyOptions,
+    VerifyReport, restore, verify,
 };
 use ryu_io::DynDisk;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,17 @@ fn missing_and_extra_files_are_named() {
     assert_restore_refused(&d, "inc");
 }
 
+/// The report names a page problem whose text holds `what`.
+fn page_problem(r: &VerifyReport, what: &str) {
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::Page { detail } if detail.contains(what))),
+        "{what}: {:?}",
+        r.problems
+    );
+}
+
 /// Set the u32 at `offset` of the header of pages file `name` of backup `full`, with a
 /// fresh header checksum, and re-sign the manifest: only the header checks can tell.
 fn edit_header(d: &DynDisk, name: &str, offset: usize, value: u32) {
@@ -235,15 +247,6 @@ fn missing_swapped_unlisted_or_old_pages_files_are_named() {
     let d = setup(18);
     let names = pages(&d);
     assert!(names.len() >= 3, "{names:?}");
-    let page_problem = |r: &VerifyReport, what: &str| {
-        assert!(
-            r.problems
-                .iter()
-                .any(|p| matches!(p, Problem::Page { detail } if detail.contains(what))),
-            "{what}: {:?}",
-            r.problems
-        );
-    };
 
     d.remove(&dir("full").join(&names[1])).unwrap();
     let r = check(&d, "full");
@@ -373,18 +376,40 @@ fn a_backup_of_manifest_version_1_is_named_refused_and_left_alone() {
     assert!(d.exists(&dir("full").join("data.pages")).unwrap());
 }
 
+/// The offsets of the first entries of a pages file (format 3: page number, stored
+/// length, the stored bytes), and each entry's stored length.
+fn entries(b: &[u8], n: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 64;
+    while out.len() < n && at + 10 <= b.len() {
+        let stored = u16::from_le_bytes([b[at + 8], b[at + 9]]) as usize;
+        out.push((at, stored));
+        at += 10 + stored;
+    }
+    out
+}
+
 #[test]
 fn page_damage_behind_a_valid_file_checksum_is_named() {
-    // A tree page's body, its own page number, and the superblock: each is caught by
-    // the page checks alone (the manifest is re-signed over the damaged file).
+    // The superblock, a tree page's body and its own page number, an entry's page
+    // number and its stored length: each is caught by the page checks alone (the
+    // manifest is re-signed over the damaged file).
+    let pages = dir("full").join("pages/000000.pages");
+    let e = entries(&read(&setup(13), &pages), 2);
+    let [(sb, sb_len), (tree, tree_len)] = e[..] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(sb_len, 92, "a superblock entry stores the superblock only");
+    assert!(tree_len > 100 && tree_len < 4096, "{tree_len}");
     for at in [
-        64 + 8 + 100,
-        64 + 4104 + 8 + 8,
-        64 + 4104 + 8 + 2000,
-        64 + 8 + 30,
+        sb + 10 + 30,
+        tree + 10 + 8,
+        tree + 10 + 100,
+        tree + 1,
+        tree + 8,
     ] {
         let d = setup(13);
-        flip(&d, &dir("full").join("pages/000000.pages"), at);
+        flip(&d, &pages, at as u64);
         resign(&d, "full", |_| {});
         let r = check(&d, "full");
         assert!(
@@ -394,6 +419,128 @@ fn page_damage_behind_a_valid_file_checksum_is_named() {
         );
         assert_restore_refused(&d, "full");
     }
+}
+
+/// Entries that do not fit their file or its header, with every checksum valid: a
+/// stored length longer than a page, a file cut inside an entry or after one, a header
+/// that claims one entry too many or too few. Each is named; restore refuses.
+#[test]
+fn entries_that_do_not_fit_their_pages_file_are_named() {
+    // One pages file of many entries (the default size), so that a header can claim
+    // fewer entries than the file holds and still fit its length.
+    let setup = |seed| {
+        let d = disk(seed);
+        let db = open(&d, DB);
+        commit_some(&db, &mut Model::default(), 0, 200);
+        db.checkpoint().unwrap();
+        let options = BackupOptions {
+            id: BackupId::new("full").unwrap(),
+            ..Default::default()
+        };
+        let mut job = BackupJob::start(&db, d.clone(), Path::new(DEST), clock(), options).unwrap();
+        while !matches!(job.step(u64::MAX).unwrap(), Step::Done(_)) {}
+        d
+    };
+    let pages = dir("full").join("pages/000000.pages");
+    let page_problem = |d: &DynDisk, what: &str| {
+        page_problem(&check(d, "full"), what);
+        assert_restore_refused(d, "full");
+    };
+    let b = read(&setup(14), &pages);
+    let e = entries(&b, usize::MAX);
+    assert!(e.len() >= 4, "{e:?}");
+    let m = manifest(&setup(14), "full");
+    let n_pages = m
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("pages/"))
+        .count();
+    assert_eq!(n_pages, 1, "{:?}", m.files);
+    let (last, last_len) = *e.last().unwrap();
+    assert_eq!(last + 10 + last_len, b.len(), "entries fill the file");
+
+    let d = setup(14);
+    d.open(&pages)
+        .unwrap()
+        .write_at(e[1].0 as u64 + 8, &4097u16.to_le_bytes())
+        .unwrap();
+    resign(&d, "full", |_| {});
+    page_problem(&d, "stores 4097 bytes of a 4096-byte page");
+
+    let d = setup(14);
+    d.open(&pages).unwrap().set_len(b.len() as u64 - 1).unwrap();
+    resign(&d, "full", |_| {});
+    page_problem(&d, "ends inside an entry");
+
+    let d = setup(14);
+    d.open(&pages).unwrap().set_len(last as u64).unwrap();
+    resign(&d, "full", |_| {});
+    page_problem(&d, "missing 1 of the entries its header counts");
+
+    let n = e.len() as u32;
+    let d = setup(14);
+    edit_header(&d, "pages/000000.pages", 32, n + 1);
+    page_problem(&d, "missing 1 of the entries its header counts");
+    let d = setup(14);
+    edit_header(&d, "pages/000000.pages", 32, n - 1);
+    page_problem(&d, "more entries than the header claims");
+}
+
+/// A backup whose pages files are in format 2 (each page stored whole, as builds
+/// before format 3 wrote them) still verifies, and restores the same `data` file.
+#[test]
+fn pages_files_of_format_2_still_verify_and_restore() {
+    let target = Path::new("restored");
+    let restored = |d: &DynDisk| {
+        restore(
+            d,
+            Path::new(DEST),
+            "inc",
+            d,
+            target,
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        read(d, &target.join("data"))
+    };
+    let want = restored(&setup(15));
+    let d = setup(15);
+    let mut converted = 0;
+    for id in ["full", "inc"] {
+        for f in manifest(&d, id).files {
+            if !f.path.starts_with("pages/") {
+                continue;
+            }
+            let path = dir(id).join(&f.path);
+            let b = read(&d, &path);
+            let mut out = b[..64].to_vec();
+            out[8..12].copy_from_slice(&2u32.to_le_bytes());
+            let crc = crc32fast::hash(&out[..48]);
+            out[48..52].copy_from_slice(&crc.to_le_bytes());
+            for (at, stored) in entries(&b, usize::MAX) {
+                out.extend_from_slice(&b[at..at + 8]);
+                out.extend_from_slice(&b[at + 10..at + 10 + stored]);
+                out.resize(out.len() + 4096 - stored, 0);
+            }
+            assert_eq!((out.len() - 64) % 4104, 0);
+            d.remove(&path).unwrap();
+            d.create(&path).unwrap().write_at(0, &out).unwrap();
+            converted += 1;
+        }
+        // The incremental names its parent by the parent's manifest checksum.
+        let parent = manifest(&d, "full").encode().1;
+        resign(&d, id, |m| {
+            if m.parent_id.is_some() {
+                m.parent_manifest_crc32 = Some(parent);
+            }
+        });
+    }
+    assert!(converted >= 4, "{converted}");
+    for id in ["full", "inc"] {
+        let r = check(&d, id);
+        assert!(r.is_ok(), "{id}: {:?}", r.problems);
+    }
+    assert!(restored(&d) == want, "format 2 restored another data file");
 }
 
 #[test]
@@ -556,20 +703,21 @@ fn remove_tree(d: &DynDisk, path: &Path) {
 /// checksum passes every shallow check; only opening the engine sees it.
 #[test]
 fn deep_verify_catches_damage_only_the_engine_sees() {
-    use ryu_engine::page::{SuperSlot, Superblock};
+    use ryu_engine::page::{SUPER_LEN, SuperSlot, Superblock};
     let d = setup(17);
     let ok = verify(&d, Path::new(DEST), "inc", &VerifyOptions { deep: true }).unwrap();
     assert!(ok.is_ok(), "{:?}", ok.problems);
     let pages = dir("full").join("pages/000000.pages");
     let f = d.open(&pages).unwrap();
+    // The first entry: the superblock, stored without the zeros after it.
     let mut sb_page = vec![0u8; 4096];
-    f.read_at(64 + 8, &mut sb_page).unwrap();
+    f.read_at(64 + 10, &mut sb_page[..SUPER_LEN]).unwrap();
     let SuperSlot::Valid(mut sb) = Superblock::decode(&sb_page) else {
         panic!("the first entry is the superblock")
     };
     let root = sb.root.as_mut().expect("a non-empty tree");
     root.checksum ^= 1;
-    f.write_at(64 + 8, &sb.encode()).unwrap();
+    f.write_at(64 + 10, &sb.encode()[..SUPER_LEN]).unwrap();
     resign(&d, "full", |_| {});
     assert!(check(&d, "full").is_ok(), "shallow checks cannot see it");
     let deep = verify(&d, Path::new(DEST), "full", &VerifyOptions { deep: true }).unwrap();

@@ -21,6 +21,7 @@
 //! event with the job's progress and the disks' fault counters.
 
 use crate::common::{Model, PowerCut, State, read_all};
+use ryu_backup::pages::MAX_ENTRY_BYTES;
 use ryu_backup::{
     BackupId, BackupJob, BackupOptions, BackupStatus, Error, Manifest, RestoreOptions, Retention,
     Step, VerifyOptions, break_lock, list, prune, restore, verify,
@@ -362,7 +363,7 @@ impl World {
             pages_file_bytes: self
                 .rng
                 .chance(Ratio::new(1, 2))
-                .then(|| 4104 * (1 + self.rng.below(8))),
+                .then(|| MAX_ENTRY_BYTES as u64 * (1 + self.rng.below(8))),
             #[cfg(feature = "planted-bugs")]
             planted_bug: self.bug,
             ..Default::default()
