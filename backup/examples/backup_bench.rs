@@ -1,7 +1,7 @@
 //! Backup benchmark on the real disk.
 //!
 //! ```text
-//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
+//! cargo run --release -p ryu-backup --example backup_bench -- [--dir PATH] [--size-mib N] [--small-size-mib N] [--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k][w]],..] [--step-mib N]
 //! ```
 //!
 //! For each of two database sizes it fills a database (random 3000-byte values,
@@ -9,11 +9,12 @@
 //! then measures, `--reps` times (default 3) with the settings interleaved, and prints
 //! medians: `cp -r` of the database directory, alone and followed by `sync -f` (after
 //! an untimed `cp -r`, in alternating order); a
-//! backup of it for each `--pacing` setting `S/W[/N[i][k]]` (`BackupOptions::sync_every_bytes`
+//! backup of it for each `--pacing` setting `S/W[/N[i][k][w]]` (`BackupOptions::sync_every_bytes`
 //! and `BackupOptions::write_behind_bytes` in MiB, or KiB with a `k` suffix as in
 //! `64k`, 0 for none, `auto` for the default; `N` the nice value of the thread that
 //! runs backups beside the load, default 10 as the server's backup thread, `i` to put
-//! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`;
+//! its I/O in the idle class, `k` to set `BackupOptions::keep_in_page_cache`, `w` to
+//! set `BackupOptions::whole_pages` (pages files in format 2, each page stored whole);
 //! default `auto/auto`) in MB/s of the database (its bytes on disk, as for `cp`; the
 //! backup itself is smaller), in steps of `--step-mib` (default 1,
 //! as the server); foreground commits/s and p99 (and p99.9, p99.99 and the longest) commit latency (4 writer threads, one
@@ -49,7 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: backup_bench [--dir PATH] [--size-mib N] [--small-size-mib N] \
-[--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k]],..] [--step-mib N]
+[--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k][w]],..] [--step-mib N]
   (see the comment at the top of backup/examples/backup_bench.rs)";
 
 const VALUE_BYTES: usize = 3000;
@@ -60,7 +61,7 @@ const FILL_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 /// `(sync_every_bytes, write_behind_bytes, nice, io_idle, keep_in_page_cache)`: `None` for the job's default;
 /// the nice value and I/O class of the thread that runs the backups beside the load.
-type Pacing = (Option<u64>, Option<u64>, i32, bool, bool);
+type Pacing = (Option<u64>, Option<u64>, i32, bool, bool, bool);
 
 /// The server's backup worker runs at this nice value (`src/server/core.rs`)...
 const BACKUP_NICE: i32 = 10;
@@ -93,7 +94,7 @@ fn args() -> Args {
         load_secs: 3,
         rate_mb: vec![None],
         reps: 3,
-        pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE, false)],
+        pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE, false, false)],
         step_mib: 1,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -136,13 +137,14 @@ fn args() -> Args {
                     .map(|p| {
                         let v: Vec<&str> = p.split('/').collect();
                         assert!(matches!(v.len(), 2 | 3), "--pacing S/W[/N[i]],..");
-                        let (nice, idle, keep) =
-                            v.get(2).map_or((BACKUP_NICE, BACKUP_IO_IDLE, false), |n| {
-                                let (idle, keep) = (n.contains('i'), n.contains('k'));
-                                let n = n.trim_end_matches(['i', 'k']);
-                                (n.parse().expect("nice"), idle, keep)
-                            });
-                        (mib(v[0]), mib(v[1]), nice, idle, keep)
+                        let (nice, idle, keep, whole) =
+                            v.get(2)
+                                .map_or((BACKUP_NICE, BACKUP_IO_IDLE, false, false), |n| {
+                                    let flags = (n.contains('i'), n.contains('k'), n.contains('w'));
+                                    let n = n.trim_end_matches(['i', 'k', 'w']);
+                                    (n.parse().expect("nice"), flags.0, flags.1, flags.2)
+                                });
+                        (mib(v[0]), mib(v[1]), nice, idle, keep, whole)
                     })
                     .collect()
             }
@@ -277,6 +279,7 @@ fn run_backup(
         sync_every_bytes: pacing.0,
         write_behind_bytes: pacing.1,
         keep_in_page_cache: pacing.4,
+        whole_pages: pacing.5,
         ..Default::default()
     };
     let t0 = Instant::now();
@@ -389,7 +392,8 @@ fn label(p: Pacing) -> String {
     } else {
         ", dropped behind"
     };
-    format!("{sync}, {behind}, nice {}{io}{cache}", p.2)
+    let pages = if p.5 { ", whole pages (format 2)" } else { "" };
+    format!("{sync}, {behind}, nice {}{io}{cache}{pages}", p.2)
 }
 
 /// `b` bytes in MiB, or in KiB when not whole MiB.

@@ -51,7 +51,8 @@ pub enum Error {
     UnsupportedVersion {
         what: String,
         found: u64,
-        supported: u64,
+        /// The versions this build reads, for the message: `"2"`, `"2 and 3"`.
+        supported: String,
     },
     /// Verification found problems (the restore refuses such a backup).
     VerifyFailed { id: String, problems: Vec<String> },
@@ -136,7 +137,7 @@ impl fmt::Display for Error {
                 supported,
             } => write!(
                 f,
-                "{what} has format version {found}; this build reads version {supported} only"
+                "{what} has format version {found}; this build reads {supported} only"
             ),
             Error::VerifyFailed { id, problems } => {
                 write!(

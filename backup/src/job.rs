@@ -24,7 +24,8 @@
 //! 4. Finalize, one action per step so a crash can fall between any two: write and
 //!    sync the manifest, sync the temporary directories; finish reading the pages files
 //!    back, a budget at a time under the same rate limit as the copy (the read-back is
-//!    as large as the copy); verify the rest of the temporary backup with that
+//!    as large as the pages files, which store the pages without their zeros at the
+//!    end); verify the rest of the temporary backup with that
 //!    outcome; rename it to `dest/<id>` and sync `dest`; release the lock. Until the
 //!    rename is durable the backup exists only as `.tmp-<id>`, which `list` reports as
 //!    incomplete and `prune` removes.
@@ -41,8 +42,9 @@ use crate::manifest::{
     TOOL, WalRange, crc_hex,
 };
 use crate::pages::{
-    DEFAULT_PAGES_FILE_BYTES, PAGES_DIR, PAGES_HEADER, PAGES_VERSION, PageExpect, PagesChecked,
-    PagesHeader, PagesVerifier, encode_entry, entries_per_file, file_count, pages_file,
+    DEFAULT_PAGES_FILE_BYTES, PAGES_DIR, PAGES_HEADER, PAGES_VERSION, PAGES_VERSION_WHOLE,
+    PageExpect, PagesChecked, PagesHeader, PagesVerifier, encode_entry, entries_per_file,
+    file_count, pages_file,
 };
 use crate::verify::{PagesCheck, load_manifest, page_expect, verify_dir_with};
 use crate::walcopy;
@@ -66,9 +68,10 @@ pub struct BackupOptions {
     /// Cap every step's budget at this many bytes.
     pub max_bytes_per_step: Option<u64>,
     /// Cap the average read rate, measured on the job's clock (monotonic time): reads
-    /// of the source and the read-back of the pages files before publishing (which is
-    /// as large as the copy, so a limited backup takes about twice as long as its copy
-    /// alone). Every byte read is written at most once, so this caps the writes too.
+    /// of the source and the read-back of the pages files before publishing (as large
+    /// as the pages files: 70 to 100% of the pages copied, so a limited backup takes
+    /// up to twice as long as its copy alone). Every byte read is written at most
+    /// once, so this caps the writes too.
     /// `Some(0)` is refused by [`BackupJob::start`].
     pub max_bytes_per_sec: Option<u64>,
     /// Recorded in the manifest for a replicated node's backup.
@@ -104,6 +107,11 @@ pub struct BackupOptions {
     /// it is checked (`false`, the default; `File::drop_cache`, `posix_fadvise(DONTNEED)`
     /// on Linux).
     pub keep_in_page_cache: bool,
+    /// Write the pages files in format 2, every page stored whole (see
+    /// [`crate::pages`]), as builds before format 3 read them: a backup an older build
+    /// can restore, about a third larger for pages a quarter empty. `false` (the
+    /// default) writes format 3.
+    pub whole_pages: bool,
     /// Split the pages over files of at most this many bytes of entries (see
     /// [`crate::pages`]); `None` picks [`DEFAULT_PAGES_FILE_BYTES`]. Each file is synced,
     /// read back and (unless [`BackupOptions::keep_in_page_cache`]) dropped from the
@@ -599,7 +607,7 @@ impl BackupJob {
     /// or 0 when the job has no rate limit, is past its copying, or may go on now. A
     /// driver that sleeps this long between throttled steps spreads the job's writes
     /// evenly, a window's worth of reads at a time (while pages files are read back
-    /// beside the copy, half of those reads are the read-back: a 50 MB/s job with
+    /// beside the copy, up to half of those reads are the read-back: a 50 MB/s job with
     /// 32 KiB windows steps every 0.65 ms and writes a window every 1.3 ms); one that
     /// sleeps longer lets the allowance pile up and then writes it in a burst, which
     /// the commits on the same disk pay for (see [`BackupOptions::write_behind_bytes`]).
@@ -758,7 +766,12 @@ impl BackupJob {
                     let from = (no - first) as usize * PAGE_SIZE;
                     &buf[from..from + PAGE_SIZE]
                 };
-                encode_entry(&mut out, no, page);
+                if self.options.whole_pages {
+                    out.extend_from_slice(&no.to_le_bytes());
+                    out.extend_from_slice(page);
+                } else {
+                    encode_entry(&mut out, no, page);
+                }
             }
             self.pages_out
                 .as_mut()
@@ -926,7 +939,11 @@ impl BackupJob {
     fn finish_pages_file(&mut self) -> Result<()> {
         let index = self.pages_index;
         let header = PagesHeader {
-            version: PAGES_VERSION,
+            version: if self.options.whole_pages {
+                PAGES_VERSION_WHOLE
+            } else {
+                PAGES_VERSION
+            },
             generation: self.manifest.generation,
             page_count: self.manifest.page_count,
             entries: self.pages_in_file,

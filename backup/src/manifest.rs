@@ -169,7 +169,7 @@ impl Manifest {
             return Err(Error::UnsupportedVersion {
                 what: format!("manifest {}", file.display()),
                 found: version,
-                supported: u64::from(MANIFEST_VERSION),
+                supported: format!("version {MANIFEST_VERSION}"),
             });
         }
         let manifest: Manifest =

@@ -34,8 +34,10 @@
 //!
 //! The job stores each page without its run of zero bytes at the end ([`stored_len`]):
 //! the engine builds every page in a zeroed buffer, so the free space after a page's
-//! last entry is zero and need not be copied (a superblock page is 92 bytes, a leaf
-//! holding one 3000-byte value about 3050 of its 4096). A reader puts the zeros back
+//! last entry is zero and need not be copied (a superblock page at most 92 bytes, a leaf
+//! holding one 3000-byte value about 3050 of its 4096). Only bytes that are zero are
+//! left out, so this holds whatever a page holds: a page without zeros at its end is
+//! stored whole. A reader puts the zeros back
 //! before it checks or writes a page, so the page checks (its crc32 covers the whole
 //! page) and a restored `data` file see exactly the source's page. A damaged length
 //! cannot pass for another page: the page's crc32 and number would have to match as
@@ -201,7 +203,7 @@ impl PagesHeader {
             return Err(Error::UnsupportedVersion {
                 what: format!("pages file {}", file.display()),
                 found: u64::from(version),
-                supported: u64::from(PAGES_VERSION),
+                supported: format!("versions {PAGES_VERSION_WHOLE} and {PAGES_VERSION}"),
             });
         }
         if u32_at(b, H_PAGE_SIZE) as usize != PAGE_SIZE {
@@ -263,7 +265,8 @@ pub struct PageExpect {
 }
 
 /// Bytes a scan reads at a time (about 1 MiB), and entries it checks and hands on at a
-/// time: whatever the stored lengths, a scan holds about 1 MiB of whole pages.
+/// time: whatever the stored lengths, a scan holds about 1 MiB of bytes read and 1 MiB
+/// of whole pages.
 const CHUNK_BYTES: u64 = 256 * ENTRY_BYTES as u64;
 const BATCH_ENTRIES: usize = 256;
 
