@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: backup_bench [--dir PATH] [--size-mib N] [--small-size-mib N] \
-[--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k][w]],..] [--step-mib N]
+[--copy-size-mib N[,N..]] [--load-secs S] [--rate-mb N[,N..]] [--reps N] [--pacing S/W[/N[i][k][w]],..] [--step-mib N] [--interleave S[/G]]
   (see the comment at the top of backup/examples/backup_bench.rs)";
 
 const VALUE_BYTES: usize = 3000;
@@ -83,6 +83,8 @@ struct Args {
     pacing: Vec<Pacing>,
     /// The budget of each `BackupJob::step`, in MiB.
     step_mib: u64,
+    /// Measure the load interleaved (see [`Slots`]) instead of in contiguous pairs.
+    interleave: Option<Slots>,
 }
 
 fn args() -> Args {
@@ -96,6 +98,7 @@ fn args() -> Args {
         reps: 3,
         pacing: vec![(None, None, BACKUP_NICE, BACKUP_IO_IDLE, false, false)],
         step_mib: 1,
+        interleave: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     if v.iter().any(|a| a == "--help" || a == "-h") {
@@ -123,6 +126,18 @@ fn args() -> Args {
                     .collect()
             }
             "--step-mib" => a.step_mib = val.parse().expect("--step-mib N"),
+            "--interleave" => {
+                let (secs, guard) = val.split_once('/').unwrap_or((&val, "0.25"));
+                let slots = Slots {
+                    secs: secs.parse().expect("--interleave S[/G]"),
+                    guard: guard.parse().expect("--interleave S[/G]"),
+                };
+                assert!(
+                    slots.secs > 0.0 && (0.0..slots.secs).contains(&slots.guard),
+                    "--interleave S[/G]: a slot longer than its guard"
+                );
+                a.interleave = Some(slots);
+            }
             "--reps" => a.reps = val.parse().expect("--reps N"),
             "--pacing" => {
                 // A size in MiB, or in KiB with a `k` suffix; kept in bytes.
@@ -216,14 +231,33 @@ fn fill(db: &Db, size_mib: u64) {
 /// `during` runs, for at least `secs` and until `during` returns (it is handed the
 /// start time).
 fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
+    let (samples, secs) = load_samples(db, secs, during);
+    let mut all: Vec<u64> = samples.iter().map(|&(_, l)| u64::from(l)).collect();
+    all.sort_unstable();
+    let at = |per_10k: usize| all.get(all.len() * per_10k / 10_000).copied().unwrap_or(0);
+    Window {
+        cps: all.len() as f64 / secs,
+        p99: at(9_900),
+        p999: at(9_990),
+        p9999: at(9_999),
+        max: all.last().copied().unwrap_or(0),
+        secs,
+    }
+}
+
+/// Every commit of 4 writer threads while `during` runs, for at least `secs` and until
+/// `during` returns (it is handed the start time): when it started (µs after the
+/// start) and how long it took (µs); and the seconds measured.
+fn load_samples(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> (Vec<(u32, u32)>, f64) {
     let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
             .map(|t| {
                 let db = db.clone();
                 let stop = stop.clone();
                 s.spawn(move || {
-                    let mut lat = Vec::new();
+                    let mut samples = Vec::new();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let t0 = Instant::now();
@@ -231,35 +265,48 @@ fn load(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> Window {
                         w.put(format!("load{t}-{n}").as_bytes(), b"value")
                             .expect("put");
                         if w.commit().is_ok() {
-                            lat.push(t0.elapsed().as_micros() as u64);
+                            let at = t0.saturating_duration_since(start).as_micros();
+                            let took = t0.elapsed().as_micros();
+                            samples.push((at as u32, took as u32));
                         }
                         n += 1;
                     }
-                    lat
+                    samples
                 })
             })
             .collect();
-        let t0 = Instant::now();
-        let background = s.spawn(move || during(t0));
+        let background = s.spawn(move || during(start));
         std::thread::sleep(Duration::from_secs_f64(secs));
         background.join().expect("background");
         stop.store(true, Ordering::Relaxed);
-        let mut all: Vec<u64> = handles
+        let all: Vec<(u32, u32)> = handles
             .into_iter()
             .flat_map(|h| h.join().expect("writer"))
             .collect();
-        let secs = t0.elapsed().as_secs_f64();
-        all.sort_unstable();
-        let at = |per_10k: usize| all.get(all.len() * per_10k / 10_000).copied().unwrap_or(0);
-        Window {
-            cps: all.len() as f64 / secs,
-            p99: at(9_900),
-            p999: at(9_990),
-            p9999: at(9_999),
-            max: all.last().copied().unwrap_or(0),
-            secs,
-        }
+        (all, start.elapsed().as_secs_f64())
     })
+}
+
+/// Start a backup job with a `--pacing` setting at a rate.
+fn start_backup(
+    db: &Db,
+    disk: &DynDisk,
+    dest: &Path,
+    id: &str,
+    rate_mb: Option<u64>,
+    pacing: Pacing,
+) -> BackupJob {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let options = BackupOptions {
+        id: BackupId::new(id).expect("id"),
+        max_bytes_per_sec: rate_mb.map(|r| r * 1_000_000),
+        sync_every_bytes: pacing.0,
+        write_behind_bytes: pacing.1,
+        keep_in_page_cache: pacing.4,
+        whole_pages: pacing.5,
+        ..Default::default()
+    };
+    BackupJob::start(db, disk.clone(), dest, clock, options).expect("start")
 }
 
 /// Run one backup to the end. Returns the time taken and the bytes of files made.
@@ -272,18 +319,8 @@ fn run_backup(
     pacing: Pacing,
     step_mib: u64,
 ) -> (Duration, u64) {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let options = BackupOptions {
-        id: BackupId::new(id).expect("id"),
-        max_bytes_per_sec: rate_mb.map(|r| r * 1_000_000),
-        sync_every_bytes: pacing.0,
-        write_behind_bytes: pacing.1,
-        keep_in_page_cache: pacing.4,
-        whole_pages: pacing.5,
-        ..Default::default()
-    };
     let t0 = Instant::now();
-    let mut job = BackupJob::start(db, disk.clone(), dest, clock, options).expect("start");
+    let mut job = start_backup(db, disk, dest, id, rate_mb, pacing);
     let started = t0.elapsed();
     let mut copied = None;
     // After the copy: sync the pages file, write the manifest, read the pages file back
@@ -372,6 +409,236 @@ fn pair_changes(pairs: &[(Window, Window)]) -> String {
         p.len(),
         p[0],
         p[p.len() - 1]
+    )
+}
+
+/// The interleaved measure (`--interleave S`): one window of load, `--load-secs`
+/// long, cut into slots of `S` seconds taken in pairs, one slot of each pair with the
+/// backups stepping and one with them paused, in an order drawn for each pair. The
+/// contiguous pairs above compare windows a minute apart, and this VM drifts by more
+/// than the backups cost between them (control pairs differ by -13% to +14% in p99);
+/// slots a second or two apart share the machine's state, so the drift cancels and
+/// many pairs fit in one window.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    secs: f64,
+    /// The start of each slot not counted: the switch's aftermath (the window the
+    /// backup handed over last is still being written in the first milliseconds of
+    /// an off slot; a resumed job reads its one burst at the start of an on slot).
+    guard: f64,
+}
+
+impl Slots {
+    /// Whether slot `k` runs backups: one slot of each pair `(2j, 2j + 1)` does, which
+    /// one drawn from `j` (splitmix64), so no rhythm of the machine lines up with the
+    /// schedule and neither place in a pair is favoured.
+    fn on(k: u64) -> bool {
+        let mut z = (k / 2).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (k & 1) == ((z ^ (z >> 31)) & 1)
+    }
+
+    fn slot_at(&self, secs: f64) -> u64 {
+        (secs / self.secs) as u64
+    }
+}
+
+/// What one interleaved window measured, slot by slot.
+#[derive(Debug, Default, Clone)]
+struct SlotRun {
+    /// Per pair of slots: (p99 on, p99 off, commits/s on, commits/s off).
+    pairs: Vec<(f64, f64, f64, f64)>,
+    /// Latencies (µs) of every counted commit of the on slots and of the off slots;
+    /// of the off slots, those right after an on slot and those right after an off one
+    /// (the spill check: if a paused backup's writes still cost the commits after the
+    /// guard, the first are slower).
+    on: Vec<u32>,
+    off: Vec<u32>,
+    off_after_on: Vec<u32>,
+    off_after_off: Vec<u32>,
+}
+
+impl SlotRun {
+    fn add(&mut self, other: SlotRun) {
+        self.pairs.extend(other.pairs);
+        self.on.extend(other.on);
+        self.off.extend(other.off);
+        self.off_after_on.extend(other.off_after_on);
+        self.off_after_off.extend(other.off_after_off);
+    }
+}
+
+fn p99_of(v: &mut [u32]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    f64::from(v[v.len() * 99 / 100])
+}
+
+/// The load for `secs` with backups (`backups`: a rate and a setting; `None` for the
+/// control, whose "on" slots run nothing) stepping in the on slots only, back to back,
+/// each from where the last slot left it; the job running at the end is aborted.
+#[allow(clippy::too_many_arguments)]
+fn interleaved(
+    db: &Db,
+    disk: &DynDisk,
+    dest: &Path,
+    id: &str,
+    secs: f64,
+    slots: Slots,
+    backups: Option<(Option<u64>, Pacing)>,
+    step_mib: u64,
+) -> SlotRun {
+    let (samples, _) = load_samples(db, secs, |t0| {
+        let Some((rate_mb, pacing)) = backups else {
+            return;
+        };
+        ryu_io::set_thread_nice(pacing.2).expect("nice");
+        if pacing.3 {
+            ryu_io::set_thread_io_idle().expect("ionice");
+        }
+        let mut job: Option<BackupJob> = None;
+        let mut k = 0;
+        loop {
+            let now = t0.elapsed().as_secs_f64();
+            if now >= secs {
+                break;
+            }
+            let slot = slots.slot_at(now);
+            let slot_end = (slot + 1) as f64 * slots.secs;
+            if !Slots::on(slot) {
+                // Paused: not stepped until the next slot (the job keeps its pin).
+                std::thread::sleep(Duration::from_secs_f64(slot_end.min(secs) - now));
+                continue;
+            }
+            let j = job.get_or_insert_with(|| {
+                k += 1;
+                start_backup(db, disk, dest, &format!("{id}-{k}"), rate_mb, pacing)
+            });
+            match j.step(step_mib << 20).expect("step") {
+                Step::Done(_) => job = None,
+                // As the server's backup thread: until the job may go on, at most
+                // 5 ms, and not past the slot's end.
+                Step::Throttled(_) => std::thread::sleep(
+                    Duration::from_nanos(j.next_step_in_ns())
+                        .min(Duration::from_millis(5))
+                        .min(Duration::from_secs_f64((slot_end - now).max(0.0))),
+                ),
+                Step::Progress(_) => {}
+            }
+        }
+        if let Some(j) = job {
+            j.abort().expect("abort");
+        }
+    });
+    // Whole slots only (the last may be cut short by the window's end).
+    let slot_count = slots.slot_at(secs) as usize;
+    let mut per_slot: Vec<Vec<u32>> = vec![Vec::new(); slot_count];
+    for (at, took) in samples {
+        let at_s = f64::from(at) / 1e6;
+        let slot = slots.slot_at(at_s) as usize;
+        if slot < slot_count && at_s - slot as f64 * slots.secs >= slots.guard {
+            per_slot[slot].push(took);
+        }
+    }
+    let counted = slots.secs - slots.guard;
+    let mut run = SlotRun::default();
+    for pair in 0..slot_count / 2 {
+        let (a, b) = (2 * pair, 2 * pair + 1);
+        let (on, off) = if Slots::on(a as u64) { (a, b) } else { (b, a) };
+        let cps = |s: usize| per_slot[s].len() as f64 / counted;
+        let (on_cps, off_cps) = (cps(on), cps(off));
+        run.pairs.push((
+            p99_of(&mut per_slot[on].clone()),
+            p99_of(&mut per_slot[off].clone()),
+            on_cps,
+            off_cps,
+        ));
+    }
+    for (slot, lat) in per_slot.into_iter().enumerate().take(slot_count / 2 * 2) {
+        if Slots::on(slot as u64) {
+            run.on.extend(lat);
+        } else {
+            if slot > 0 && Slots::on(slot as u64 - 1) {
+                run.off_after_on.extend(lat.iter().copied());
+            } else {
+                run.off_after_off.extend(lat.iter().copied());
+            }
+            run.off.extend(lat);
+        }
+    }
+    run
+}
+
+/// Small deterministic generator for the bootstrap (splitmix64).
+struct Mix(u64);
+
+impl Mix {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// The p99 change (%) of each pair of slots, on against off.
+fn slot_changes(run: &SlotRun) -> Vec<f64> {
+    run.pairs
+        .iter()
+        .map(|&(on, off, _, _)| 100.0 * (on - off) / off.max(1.0))
+        .collect()
+}
+
+/// The 95% bootstrap interval of the median of `a`'s values minus the median of
+/// `b`'s (`b` empty: of `a`'s median alone), 2000 resamples.
+fn bootstrap_median_difference(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let mut mix = Mix(1);
+    let mut resample = |v: &[f64]| {
+        if v.is_empty() {
+            return 0.0;
+        }
+        median(
+            &(0..v.len())
+                .map(|_| v[mix.below(v.len())])
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut d: Vec<f64> = (0..2000).map(|_| resample(a) - resample(b)).collect();
+    d.sort_by(f64::total_cmp);
+    (d[50], d[1949])
+}
+
+/// One interleaved case as a table row's value.
+fn slot_summary(run: &SlotRun, control: Option<&SlotRun>) -> String {
+    let mut run = run.clone();
+    let (on, off) = (p99_of(&mut run.on), p99_of(&mut run.off));
+    let changes = slot_changes(&run);
+    let (lo, hi) = bootstrap_median_difference(&changes, &[]);
+    let cps: Vec<f64> = run
+        .pairs
+        .iter()
+        .map(|&(_, _, on, off)| 100.0 * (on - off) / off.max(1.0))
+        .collect();
+    let after_on = p99_of(&mut run.off_after_on);
+    let after_off = p99_of(&mut run.off_after_off);
+    let cost = control.map_or(String::new(), |c| {
+        let base = slot_changes(c);
+        let (lo, hi) = bootstrap_median_difference(&changes, &base);
+        format!(
+            "; less the control's: **{:+.1}%** (95% {lo:+.1}% to {hi:+.1}%)",
+            median(&changes) - median(&base)
+        )
+    });
+    format!(
+        "p99 {on:.0} µs on, {off:.0} µs off: **{:+.1}%** pooled; median of {} pairs {:+.1}% (95% {lo:+.1}% to {hi:+.1}%){cost}; throughput {:+.1}%; off slots after an on slot p99 {after_on:.0} µs, after an off slot {after_off:.0} µs",
+        100.0 * (on - off) / off.max(1.0),
+        changes.len(),
+        median(&changes),
+        median(&cps),
     )
 }
 
@@ -468,6 +735,9 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
     // Indexed by case: pacing setting `i % settings.len()` at rate `i / settings.len()`.
     let mut during: Vec<Vec<(Window, Window)>> = vec![Vec::new(); settings.len() * a.rate_mb.len()];
     let mut control: Vec<(Window, Window)> = Vec::new();
+    // With `--interleave`: per case, and the control.
+    let mut slot_runs = vec![SlotRun::default(); settings.len() * a.rate_mb.len()];
+    let mut slot_control = SlotRun::default();
     // The length of each case's last window with backups (a window lasts until its
     // last backup is done, so it depends on the rate), for the pair that runs before
     // the next one; and of the last window of all, for the control pair.
@@ -514,8 +784,39 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
         if !with_load {
             continue;
         }
-        // Under load, every pacing setting at every rate, rotated as well.
         let cases = settings.len() * a.rate_mb.len();
+        if let Some(slots) = a.interleave {
+            // Every case, rotated, and the control (slots with nothing in the "on"
+            // ones) in its turn among them.
+            for i in (0..=cases).map(|i| (i + rep) % (cases + 1)) {
+                n += 1;
+                let backups = (i < cases)
+                    .then(|| (a.rate_mb[i / settings.len()], settings[i % settings.len()]));
+                let slot_run = interleaved(
+                    &db,
+                    &disk,
+                    &dest,
+                    &format!("load{n}"),
+                    a.load_secs as f64,
+                    slots,
+                    backups,
+                    a.step_mib,
+                );
+                for e in std::fs::read_dir(root.join(&dest)).expect("list").flatten() {
+                    if e.file_name().to_string_lossy().starts_with("load") {
+                        std::fs::remove_dir_all(e.path()).expect("remove");
+                    }
+                }
+                run("sync", &[]);
+                if i < cases {
+                    slot_runs[i].add(slot_run);
+                } else {
+                    slot_control.add(slot_run);
+                }
+            }
+            continue;
+        }
+        // Under load, every pacing setting at every rate, rotated as well.
         for i in (0..cases).map(|i| (i + rep) % cases) {
             let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
             n += 1;
@@ -592,7 +893,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
     println!("| database | {size_mib} MiB of values, {db_bytes} bytes on disk |");
     println!("| cp -r | {cp_med:.0} MB/s |");
     println!("| cp -r + sync -f | {cp_sync_med:.0} MB/s |");
-    if with_load {
+    if with_load && a.interleave.is_none() {
         let (base_cps, base_p99) = (cps(&base), p99(&base));
         println!("| commits/s alone | {base_cps:.0} (p99 {base_p99:.0} µs) |");
     }
@@ -606,7 +907,43 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
             100.0 * rate / cp_sync_med
         );
     }
-    for (i, pairs) in during.iter().enumerate().filter(|_| with_load) {
+    if let Some(slots) = a.interleave.filter(|_| with_load) {
+        let row = |what: String, run: &SlotRun, control: Option<&SlotRun>| {
+            println!(
+                "| {what}, {} s slots ({} s counted) of {} s windows, on against off | {} |",
+                slots.secs,
+                slots.secs - slots.guard,
+                a.load_secs,
+                slot_summary(run, control)
+            )
+        };
+        for (i, run) in slot_runs.iter().enumerate() {
+            let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
+            let rate = rate_mb.map_or("unlimited".to_string(), |r| r.to_string());
+            row(
+                format!("backups at {rate} MB/s, {}", label(every)),
+                run,
+                Some(&slot_control),
+            );
+        }
+        row("control: no backups in either".into(), &slot_control, None);
+        let round = |v: Vec<f64>| v.iter().map(|r| r.round()).collect::<Vec<_>>();
+        for (i, run) in slot_runs.iter().enumerate() {
+            eprintln!(
+                "  case {i}, the p99 change of every pair of slots: {:?}",
+                round(slot_changes(run))
+            );
+        }
+        eprintln!(
+            "  control, every pair: {:?}",
+            round(slot_changes(&slot_control))
+        );
+    }
+    for (i, pairs) in during
+        .iter()
+        .enumerate()
+        .filter(|_| with_load && a.interleave.is_none())
+    {
         let (every, rate_mb) = (settings[i % settings.len()], a.rate_mb[i / settings.len()]);
         let with: Vec<Window> = pairs.iter().map(|w| w.0).collect();
         let (c, p) = (cps(&with), p99(&with));
@@ -617,7 +954,7 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
             pair_changes(pairs),
         );
     }
-    if with_load {
+    if with_load && a.interleave.is_none() {
         println!(
             "| control: the load alone against the load alone right after | {} |",
             pair_changes(&control)

@@ -71,7 +71,10 @@ pub struct BackupOptions {
     /// of the source and the read-back of the pages files before publishing (as large
     /// as the pages files: 70 to 100% of the pages copied, so a limited backup takes
     /// up to twice as long as its copy alone). Every byte read is written at most
-    /// once, so this caps the writes too.
+    /// once, so this caps the writes too. A token bucket: allowance the job does not
+    /// use (its driver did not step it) piles up to one write-behind window, or a
+    /// tenth of a second at the rate if that is more, and no further, so a job stepped
+    /// again after a pause does not read the pause's worth in one burst.
     /// `Some(0)` is refused by [`BackupJob::start`].
     pub max_bytes_per_sec: Option<u64>,
     /// Recorded in the manifest for a replicated node's backup.
@@ -239,7 +242,11 @@ pub struct BackupJob {
     clock: Arc<dyn Clock>,
     options: BackupOptions,
     on_progress: Option<ProgressFn>,
-    started_ns: u64,
+    /// The rate limit's origin on the job's clock: the job may have read
+    /// `max_bytes_per_sec` bytes for every second since it. Starts at the job's start
+    /// and moves forward when the job was not stepped for a while, so that the
+    /// allowance it did not use never exceeds [`BackupJob::rate_burst`].
+    rate_origin_ns: u64,
     progress: Progress,
     /// Bytes read from the source, gaps between needed pages included (what the rate
     /// limit counts).
@@ -480,7 +487,7 @@ impl BackupJob {
             files: Vec::new(),
         };
         let bytes_total = page_queue.len() as u64 * PAGE_SIZE as u64 + wal_bytes;
-        let started_ns = clock.monotonic_ns();
+        let rate_origin_ns = clock.monotonic_ns();
         let pacing = options.pacing();
         let pages_per_file =
             entries_per_file(options.pages_file_bytes.unwrap_or(DEFAULT_PAGES_FILE_BYTES));
@@ -500,7 +507,7 @@ impl BackupJob {
             clock,
             options,
             on_progress: None,
-            started_ns,
+            rate_origin_ns,
             read_bytes: 0,
             progress: Progress {
                 bytes_done: 0,
@@ -620,16 +627,55 @@ impl BackupJob {
         if !matches!(self.phase, Phase::Pages | Phase::Wal | Phase::VerifyPages) {
             return 0;
         }
-        let quantum = match self.options.pacing().write_behind_bytes {
+        // The allowance reaches `read_bytes + quantum` once the job has run
+        // `(read_bytes + quantum) / rate` seconds past its rate origin (rounded up:
+        // `allowance` rounds down). `rate_burst` is at least the quantum, so the
+        // allowance's cap never keeps it from getting there.
+        let due = self.rate_due_ns(self.pacing_quantum(), rate);
+        let elapsed = self
+            .clock
+            .monotonic_ns()
+            .saturating_sub(self.rate_origin_ns);
+        u64::try_from(due.saturating_sub(u128::from(elapsed))).unwrap_or(u64::MAX)
+    }
+
+    /// The allowance a rate-limited driver waits for between steps (see
+    /// [`BackupJob::next_step_in_ns`]): one write-behind window, at least
+    /// [`MIN_PACING_BYTES`]; with write-behind off, [`DEFAULT_WRITE_BEHIND_BYTES`].
+    fn pacing_quantum(&self) -> u64 {
+        match self.options.pacing().write_behind_bytes {
             0 => DEFAULT_WRITE_BEHIND_BYTES,
             w => w.max(MIN_PACING_BYTES),
+        }
+    }
+
+    /// The most a rate-limited job may read at once, however long it went unstepped:
+    /// one pacing quantum, or a tenth of a second at the rate if that is more (so a
+    /// driver that wakes a few ms late does not lose rate with small windows). Without
+    /// a cap, a job whose driver stalled for ten seconds (a busy server thread, a
+    /// paused benchmark) would then read ten seconds' worth at the device's full
+    /// speed: the burst on the shared disk that the limit is there to prevent.
+    fn rate_burst(&self, rate: u64) -> u64 {
+        self.pacing_quantum().max(rate / 10)
+    }
+
+    /// Nanoseconds after the rate origin at which the allowance reaches `ahead` bytes
+    /// past what the job has read.
+    fn rate_due_ns(&self, ahead: u64, rate: u64) -> u128 {
+        ((u128::from(self.read_bytes) + u128::from(ahead)) * 1_000_000_000)
+            .div_ceil(u128::from(rate))
+    }
+
+    /// Forget the allowance beyond [`BackupJob::rate_burst`]: move the rate origin
+    /// forward to the earliest point from which the allowance is at most one burst.
+    fn cap_rate_allowance(&mut self) {
+        let Some(rate) = self.options.max_bytes_per_sec else {
+            return;
         };
-        // The allowance reaches `read_bytes + quantum` once the job has run
-        // `(read_bytes + quantum) / rate` seconds (rounded up: `allowance` rounds down).
-        let due = ((u128::from(self.read_bytes) + u128::from(quantum)) * 1_000_000_000)
-            .div_ceil(u128::from(rate));
-        let elapsed = self.clock.monotonic_ns().saturating_sub(self.started_ns);
-        u64::try_from(due.saturating_sub(u128::from(elapsed))).unwrap_or(u64::MAX)
+        let span = self.rate_due_ns(self.rate_burst(rate), rate);
+        let now = self.clock.monotonic_ns();
+        let earliest = u64::try_from(u128::from(now).saturating_sub(span)).unwrap_or(0);
+        self.rate_origin_ns = self.rate_origin_ns.max(earliest);
     }
 
     /// Bytes the rate limit allows now (`u64::MAX` without one).
@@ -637,7 +683,10 @@ impl BackupJob {
         let Some(rate) = self.options.max_bytes_per_sec else {
             return u64::MAX;
         };
-        let elapsed = self.clock.monotonic_ns().saturating_sub(self.started_ns);
+        let elapsed = self
+            .clock
+            .monotonic_ns()
+            .saturating_sub(self.rate_origin_ns);
         let allowed = u128::from(rate) * u128::from(elapsed) / 1_000_000_000;
         u64::try_from(allowed)
             .unwrap_or(u64::MAX)
@@ -657,6 +706,7 @@ impl BackupJob {
         // Throttled only by the rate: a caller's budget or `max_bytes_per_step` below a
         // page still moves a page per step (each copy moves at least one), where
         // counting them here would throttle the job forever.
+        self.cap_rate_allowance();
         let allowed = self.rate_allowance();
         if copying && allowed < PAGE_SIZE as u64 {
             return Ok(Step::Throttled(self.progress));

@@ -220,6 +220,9 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
     assert!(p.bytes_done > 0 && p.bytes_done <= 16384, "{p:?}");
     assert!(matches!(job.step(u64::MAX).unwrap(), Step::Throttled(_)));
     let total = job.progress().bytes_total;
+    // Less than one burst (the default 8 MiB window) in all: a pause long enough for
+    // all of it lets the job finish without the clock moving again.
+    assert!(2 * total < 8 << 20, "{total}");
     c.advance(total / 16384 * 1_000_000_000 + 2_000_000_000);
     while !matches!(job.step(u64::MAX).unwrap(), Step::Done(_)) {}
     // A rate of zero is refused before the job takes the lock or a pin: such a job
@@ -246,6 +249,64 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
             break;
         }
     }
+}
+
+#[test]
+fn a_rate_limited_job_stepped_after_a_pause_reads_at_most_one_burst() {
+    let d = disk(16);
+    let db = open(&d, DB);
+    // About 600 KB of pages.
+    for t in 0..50u32 {
+        let mut w = db.begin_write();
+        for i in 0..10u32 {
+            w.put(format!("big{t:02}-{i}").as_bytes(), &[i as u8; 1000])
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    db.checkpoint().unwrap();
+    // 16 KiB/s in 32 KiB windows: the burst is one window (a tenth of a second at
+    // the rate is less).
+    const RATE: u64 = 16384;
+    const BURST: u64 = 32 << 10;
+    let c = clock();
+    let mut o = options("paused", None);
+    o.max_bytes_per_sec = Some(RATE);
+    o.write_behind_bytes = Some(BURST);
+    let mut job = BackupJob::start(&db, d.clone(), Path::new(DEST), c.clone(), o).unwrap();
+    let total = job.progress().bytes_total;
+    assert!(total > 8 * BURST, "too small to show a burst: {total}");
+    // A driver that does not step the job for long enough to copy everything twice
+    // over (a busy thread, a stalled machine): the allowance it did not use stops at
+    // one burst, so the next step reads no more than that, and the one after waits.
+    // Without the cap that step read the whole pause's worth at once.
+    c.advance(2 * total / RATE * 1_000_000_000);
+    let Step::Progress(p) = job.step(u64::MAX).unwrap() else {
+        panic!("one burst cannot finish")
+    };
+    assert!(
+        p.bytes_done > 0 && p.bytes_done <= BURST,
+        "{p:?} of {total}"
+    );
+    assert!(matches!(job.step(u64::MAX).unwrap(), Step::Throttled(_)));
+    assert!(job.next_step_in_ns() > 0);
+    // Stepped as it asks, the job still finishes at the rate.
+    let (mut waited, mut steps) = (0u64, 0u64);
+    loop {
+        let wait = job.next_step_in_ns();
+        c.advance(wait);
+        waited += wait;
+        steps += 1;
+        assert!(steps < 10_000, "a paced job never finishes");
+        if let Step::Done(_) = job.step(u64::MAX).unwrap() {
+            break;
+        }
+    }
+    // The copy and its read-back at 16 KiB/s, after the burst.
+    assert!(
+        waited >= total / RATE * 1_000_000_000,
+        "{waited} ns for {total} bytes"
+    );
 }
 
 #[test]
