@@ -79,7 +79,7 @@ struct ServeArgs {
     password: Option<String>,
     #[arg(long)]
     tick_ms: Option<u64>,
-    /// Cap each backup job's read rate in MiB/s (default 48; 0: unlimited).
+    /// Cap each backup job's read rate in MiB/s (default 24; 0: unlimited).
     #[arg(long)]
     backup_rate_mib: Option<u64>,
     /// Each backup job's write-behind window in KiB (default 8192; 0: none).

@@ -27,7 +27,14 @@
 //! neighbour: the table shows the median of the pairs' changes and
 //! the range of the p99 changes), and in each repetition a control pair of two windows
 //! of the load alone (how far neighbouring windows differ with no backup at all); and
-//! a restore (MB/s of the database it makes). `--copy-size-mib` (default none) adds sizes at which only the
+//! a restore (MB/s of the database it makes). With `--interleave S[/G]` the load is
+//! measured another way instead (see [`Slots`]): per case and repetition one window of
+//! `--load-secs` cut into pairs of `S`-second slots, the backups stepping in one slot
+//! of each pair (which one drawn per pair) and paused in the other, the first `G`
+//! seconds of every slot (default 0.25) not counted; and a control window whose "on"
+//! slots run nothing. It prints the p99 of all on slots against all off slots, the
+//! median of the pairs' p99 changes with a bootstrap 95% interval, and that median less
+//! the control's. `--copy-size-mib` (default none) adds sizes at which only the
 //! copies are timed (`cp`, `cp` + `sync`, the backups unthrottled, the restore; no
 //! load): pick one larger than the kernel's dirty-page limit (`vm.dirty_ratio` of
 //! memory), where a plain `cp` can no longer return with its copy still in memory and
@@ -433,10 +440,7 @@ impl Slots {
     /// one drawn from `j` (splitmix64), so no rhythm of the machine lines up with the
     /// schedule and neither place in a pair is favoured.
     fn on(k: u64) -> bool {
-        let mut z = (k / 2).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (k & 1) == ((z ^ (z >> 31)) & 1)
+        (k & 1) == (splitmix64(k / 2) & 1)
     }
 
     fn slot_at(&self, secs: f64) -> u64 {
@@ -572,16 +576,24 @@ fn interleaved(
     run
 }
 
+const SPLITMIX_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One splitmix64 output: the state `x` advanced by one step, then mixed.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(SPLITMIX_STEP);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Small deterministic generator for the bootstrap (splitmix64).
 struct Mix(u64);
 
 impl Mix {
     fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n as u64) as usize
+        let z = splitmix64(self.0);
+        self.0 = self.0.wrapping_add(SPLITMIX_STEP);
+        (z % n as u64) as usize
     }
 }
 
@@ -927,7 +939,11 @@ fn bench(root: &Path, size_mib: u64, a: &Args, with_load: bool) {
             );
         }
         row("control: no backups in either".into(), &slot_control, None);
-        let round = |v: Vec<f64>| v.iter().map(|r| r.round()).collect::<Vec<_>>();
+        let round = |v: Vec<f64>| {
+            v.iter()
+                .map(|r| (r * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        };
         for (i, run) in slot_runs.iter().enumerate() {
             eprintln!(
                 "  case {i}, the p99 change of every pair of slots: {:?}",

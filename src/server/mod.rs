@@ -233,7 +233,7 @@ async fn wait_for_signal() {
 #[allow(clippy::disallowed_methods)] // checks real directories
 mod tests {
     /// The backup settings reach every backup job the node starts: the rate in MiB/s
-    /// (unset: 48), the write-behind window in KiB (unset: the job's default).
+    /// (unset: 24), the write-behind window in KiB (unset: the job's default).
     #[test]
     fn backup_settings_reach_the_node_in_bytes() {
         let mut c = crate::config::ServeConfig {
@@ -248,9 +248,9 @@ mod tests {
         let o = super::node_options(&c).unwrap();
         assert_eq!(o.backup_max_bytes_per_sec, None);
         assert_eq!(o.backup_write_behind_bytes, None);
-        // Unless told otherwise a node caps its backups (and snapshots) at 48 MiB/s.
+        // Unless told otherwise a node caps its backups (and snapshots) at 24 MiB/s.
         let o = super::node_options(&crate::config::ServeConfig::default()).unwrap();
-        assert_eq!(o.backup_max_bytes_per_sec, Some(48 << 20));
+        assert_eq!(o.backup_max_bytes_per_sec, Some(24 << 20));
     }
 
     /// Missing parents are made (and synced, which a test cannot see); a path through
