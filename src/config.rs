@@ -53,13 +53,14 @@ pub struct ServeConfig {
     /// Cap each backup job's read rate, MiB/s (0: unlimited), so backups leave
     /// disk bandwidth to commits. The default, 24 MiB/s (about 25 MB/s), is the
     /// highest rate at which `backup/README.md` measures a backup's cost to the p99 of
-    /// the commits on the same disk within 10% with confidence (+5.5%, 95% +2.0% to
-    /// +8.5%; at 50 MB/s +11%, at 100 MB/s +31%); unlimited backups back to back cut
+    /// the commits on the same disk within 10% with confidence (+3.0%, 95% +1.0% to
+    /// +6.0%; at 50 MB/s +11%, at 100 MB/s +31%); unlimited backups back to back cut
     /// commits/s by half there and multiplied p99 twenty-fold (one smoke run). Raft
     /// snapshots sent to lagging followers are backups too and obey the same cap (as
     /// CockroachDB's 32 MiB/s snapshot rate limit), so a follower that needs a 10 GB
-    /// snapshot takes about 7 minutes to receive it: raise the cap where the disk has
-    /// room to spare.
+    /// snapshot takes about 12 minutes to receive it (the job's read-back of what it
+    /// wrote counts against the cap too): raise the cap where the disk has room to
+    /// spare.
     pub backup_rate_mib: u64,
     /// Each backup job hands its writes to the disk in windows of this many KiB
     /// (unset: 8 MiB; 0: no write-behind). With a rate limit, small windows (32 KiB)

@@ -143,6 +143,7 @@ fn args() -> Args {
                     slots.secs > 0.0 && (0.0..slots.secs).contains(&slots.guard),
                     "--interleave S[/G]: a slot longer than its guard"
                 );
+                // Checked against `--load-secs` once all arguments are read.
                 a.interleave = Some(slots);
             }
             "--reps" => a.reps = val.parse().expect("--reps N"),
@@ -175,6 +176,12 @@ fn args() -> Args {
                 std::process::exit(2);
             }
         }
+    }
+    if let Some(slots) = a.interleave {
+        assert!(
+            a.load_secs as f64 >= 2.0 * slots.secs && a.load_secs < 4000,
+            "--interleave S: --load-secs must hold at least one pair of slots, and less than 4000 s (µs in a u32)"
+        );
     }
     a
 }
@@ -272,6 +279,7 @@ fn load_samples(db: &Db, secs: f64, during: impl FnOnce(Instant) + Send) -> (Vec
                         w.put(format!("load{t}-{n}").as_bytes(), b"value")
                             .expect("put");
                         if w.commit().is_ok() {
+                            // µs in a u32: windows up to 71 minutes.
                             let at = t0.saturating_duration_since(start).as_micros();
                             let took = t0.elapsed().as_micros();
                             samples.push((at as u32, took as u32));
@@ -448,6 +456,10 @@ impl Slots {
     }
 }
 
+/// A pair of slots either of which counted fewer commits is left out (a p99 of fewer
+/// than 10 tail samples is not one).
+const MIN_SLOT_COMMITS: usize = 1000;
+
 /// What one interleaved window measured, slot by slot.
 #[derive(Debug, Default, Clone)]
 struct SlotRun {
@@ -514,7 +526,7 @@ fn interleaved(
             let slot_end = (slot + 1) as f64 * slots.secs;
             if !Slots::on(slot) {
                 // Paused: not stepped until the next slot (the job keeps its pin).
-                std::thread::sleep(Duration::from_secs_f64(slot_end.min(secs) - now));
+                std::thread::sleep(Duration::from_secs_f64((slot_end.min(secs) - now).max(0.0)));
                 continue;
             }
             let j = job.get_or_insert_with(|| {
@@ -552,6 +564,15 @@ fn interleaved(
     for pair in 0..slot_count / 2 {
         let (a, b) = (2 * pair, 2 * pair + 1);
         let (on, off) = if Slots::on(a as u64) { (a, b) } else { (b, a) };
+        // A slot the machine stalled through has too few commits for a p99.
+        if per_slot[on].len() < MIN_SLOT_COMMITS || per_slot[off].len() < MIN_SLOT_COMMITS {
+            eprintln!(
+                "  pair {pair} skipped: {} and {} commits",
+                per_slot[on].len(),
+                per_slot[off].len()
+            );
+            continue;
+        }
         let cps = |s: usize| per_slot[s].len() as f64 / counted;
         let (on_cps, off_cps) = (cps(on), cps(off));
         run.pairs.push((

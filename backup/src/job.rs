@@ -74,7 +74,8 @@ pub struct BackupOptions {
     /// once, so this caps the writes too. A token bucket: allowance the job does not
     /// use (its driver did not step it) piles up to one write-behind window, or a
     /// tenth of a second at the rate if that is more, and no further, so a job stepped
-    /// again after a pause does not read the pause's worth in one burst.
+    /// again after a pause does not read the pause's worth in one burst (one step reads
+    /// at most twice that: its copy and the read-back beside it).
     /// `Some(0)` is refused by [`BackupJob::start`].
     pub max_bytes_per_sec: Option<u64>,
     /// Recorded in the manifest for a replicated node's backup.
@@ -649,9 +650,12 @@ impl BackupJob {
         }
     }
 
-    /// The most a rate-limited job may read at once, however long it went unstepped:
+    /// The allowance a rate-limited job may gather, however long it went unstepped:
     /// one pacing quantum, or a tenth of a second at the rate if that is more (so a
-    /// driver that wakes a few ms late does not lose rate with small windows). Without
+    /// driver that wakes a few ms late does not lose rate with small windows). A step
+    /// may read up to twice its allowance (a copy step reads back as much again of the
+    /// pages files already complete) and then waits until the overshoot is paid off,
+    /// so the average holds and one step after a pause reads at most two bursts. Without
     /// a cap, a job whose driver stalled for ten seconds (a busy server thread, a
     /// paused benchmark) would then read ten seconds' worth at the device's full
     /// speed: the burst on the shared disk that the limit is there to prevent.

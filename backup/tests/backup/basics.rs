@@ -224,7 +224,11 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
     // all of it lets the job finish without the clock moving again.
     assert!(2 * total < 8 << 20, "{total}");
     c.advance(total / 16384 * 1_000_000_000 + 2_000_000_000);
-    while !matches!(job.step(u64::MAX).unwrap(), Step::Done(_)) {}
+    let mut steps = 0;
+    while !matches!(job.step(u64::MAX).unwrap(), Step::Done(_)) {
+        steps += 1;
+        assert!(steps < 10_000, "the job stopped short of its allowance");
+    }
     // A rate of zero is refused before the job takes the lock or a pin: such a job
     // would hold both and never move.
     let mut o = options("zero", None);
