@@ -255,11 +255,9 @@ fn rate_limits_cap_bytes_per_step_and_per_second() {
     }
 }
 
-#[test]
-fn a_rate_limited_job_stepped_after_a_pause_reads_at_most_one_burst() {
-    let d = disk(16);
-    let db = open(&d, DB);
-    // About 600 KB of pages.
+/// Commit about 600 KB of values (500 of 1000 bytes, in 50 transactions): enough
+/// pages for a rate-limited job to take many windows.
+fn commit_600_kb(db: &Db) {
     for t in 0..50u32 {
         let mut w = db.begin_write();
         for i in 0..10u32 {
@@ -268,6 +266,13 @@ fn a_rate_limited_job_stepped_after_a_pause_reads_at_most_one_burst() {
         }
         w.commit().unwrap();
     }
+}
+
+#[test]
+fn a_rate_limited_job_stepped_after_a_pause_reads_at_most_one_burst() {
+    let d = disk(16);
+    let db = open(&d, DB);
+    commit_600_kb(&db);
     db.checkpoint().unwrap();
     // 16 KiB/s in 32 KiB windows: the burst is one window (a tenth of a second at
     // the rate is less).
@@ -317,15 +322,8 @@ fn a_rate_limited_job_stepped_after_a_pause_reads_at_most_one_burst() {
 fn a_driver_that_waits_as_a_rate_limited_job_says_is_never_throttled() {
     let d = disk(15);
     let db = open(&d, DB);
-    // About 600 KB of pages: some dozens of windows.
-    for t in 0..50u32 {
-        let mut w = db.begin_write();
-        for i in 0..10u32 {
-            let k = format!("big{t:02}-{i}");
-            w.put(k.as_bytes(), &[i as u8; 1000]).unwrap();
-        }
-        w.commit().unwrap();
-    }
+    // Some dozens of 32 KiB windows.
+    commit_600_kb(&db);
     db.checkpoint().unwrap();
     let mut model = Model::default();
     commit_some(&db, &mut model, 1, 50);
